@@ -1,0 +1,63 @@
+# Two commands on a fresh machine: `make run` (the portal on http://localhost:5000 with the
+# embedded defaults) and `make test` (the whole suite). Both build what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ACAPY_VENV := .venv-acapy
+PORT ?= 5000
+SERVICES_UP := ../shared/bin/services-up
+
+.PHONY: run test install acapy browser migrate lint typecheck bench clean
+
+$(BIN)/activate: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+# ACA-Py runs in its own virtual environment: acapy-agent needs Python >= 3.13; on older
+# interpreters the 0.12 line (aries-cloudagent[askar]) runs the same flow.
+$(ACAPY_VENV)/bin/aca-py:
+	@py313=$$(command -v python3.13 || ls $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | head -1); \
+	if [ -n "$$py313" ]; then \
+	  "$$py313" -m venv $(ACAPY_VENV) && $(ACAPY_VENV)/bin/pip install -q "acapy-agent==1.7.0"; \
+	else \
+	  python3.11 -m venv $(ACAPY_VENV) && $(ACAPY_VENV)/bin/pip install -q "aries-cloudagent[askar]==0.12.8"; \
+	fi
+
+acapy: $(ACAPY_VENV)/bin/aca-py
+
+# Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+.env:
+	cp .env.example .env
+
+migrate: install .env
+	$(BIN)/alembic upgrade head
+
+run: install acapy .env migrate
+	PORT=$(PORT) $(BIN)/hypercorn --config hypercorn.toml --bind 0.0.0.0:$(PORT) 'issuer:create_app()'
+
+test: install acapy browser
+	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff format --check src tests bench alembic
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install acapy
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache

@@ -1,0 +1,153 @@
+"""``create_app()``: the one place that wires configuration, extensions, database and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from quart import Quart
+from quart_schema import Info, QuartSchema
+
+from issuer.config import Settings, split_states
+from issuer.db import Database, asyncpg_dsn
+from issuer.errors import register_error_handlers
+from issuer.issuance.agents.acapy import AcaPyAgent
+from issuer.issuance.agents.base import Agent
+from issuer.issuance.agents.rest import RestAgent
+from issuer.issuance.broker import LocalBroker, PostgresBroker
+from issuer.issuance.pollers import Pollers
+from issuer.issuance.service import IssuanceService
+from issuer.logs import configure_logging
+from issuer.web import register_web_hooks
+
+log = logging.getLogger(__name__)
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Quart:
+    """Build the app. ``overrides`` replace settings read from ``ISSUER_*`` and ``.env``."""
+    settings = Settings(**(overrides or {}))
+    configure_logging(settings.log_level)
+    app = Quart(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="issuer_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not settings.development,
+        MAX_CONTENT_LENGTH=64 * 1024,
+        BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
+    )
+    QuartSchema(
+        app,
+        info=Info(title="issuer", version="0.1.0", description="Credential issuance portal API"),
+        openapi_path="/openapi.json",
+        redoc_ui_path="/redocs",
+        swagger_ui_path="/docs",
+        scalar_ui_path=None,
+    )
+    register_error_handlers(app)
+    register_web_hooks(app)
+
+    db = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_timeout=settings.database_pool_timeout,
+    )
+    broker = LocalBroker()
+    service = IssuanceService(
+        db,
+        None,
+        broker,
+        offer_timeout=settings.offer_timeout,
+        invitation_timeout=settings.invitation_timeout,
+    )
+    if db.is_postgres:
+        service.broker = broker = PostgresBroker(asyncpg_dsn(settings.database_url), service.resync)
+    app.extensions.update(db=db, issuance=service)
+
+    from issuer.issuance.routes import blueprint as issuance_bp
+    from issuer.ops.routes import blueprint as ops_bp
+
+    app.register_blueprint(ops_bp)
+    app.register_blueprint(issuance_bp)
+    if settings.development and (settings.agent == "local" or settings.test_wallet_admin_url):
+        from issuer.issuance.devwallet import blueprint as dev_bp
+
+        app.register_blueprint(dev_bp)
+
+    background: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def startup() -> None:
+        agent = await build_agent(app, settings)
+        service._agent = agent
+        if agent is not None and not agent.pushes_events:
+            app.extensions["pollers"] = Pollers(
+                service,
+                initial_delay=settings.poll_initial_delay,
+                backoff=settings.poll_backoff,
+                max_delay=settings.poll_max_delay,
+            )
+        await broker.start()
+        background.append(asyncio.create_task(sweep_forever(service, settings), name="sweeper"))
+
+    @app.after_serving
+    async def shutdown() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        background.clear()
+        pollers = app.extensions.pop("pollers", None)
+        if pollers is not None:
+            await pollers.stop()
+        await broker.stop()
+        if service._agent is not None:
+            await service._agent.aclose()
+            service._agent = None
+        for stop in app.extensions.pop("stop_on_shutdown", []):
+            await stop()
+        await db.dispose()
+
+    return app
+
+
+async def build_agent(app: Quart, settings: Settings) -> Agent | None:
+    if settings.agent == "acapy":
+        return AcaPyAgent(
+            settings.acapy_admin_url,
+            api_key=settings.acapy_admin_api_key,
+            timeout=settings.agent_timeout,
+            credential_type=settings.credential_type,
+        )
+    if settings.agent == "rest":
+        return RestAgent(
+            settings.rest_connection_url,
+            settings.rest_issuer_url,
+            settings.rest_credential_definition_id,
+            timeout=settings.agent_timeout,
+            accepted=split_states(settings.rest_accepted_states),
+            declined=split_states(settings.rest_declined_states),
+            failed=split_states(settings.rest_failed_states),
+        )
+    if settings.agent == "local":
+        from issuer.issuance.devwallet import start_local_agents
+
+        return await start_local_agents(app, settings)
+    log.warning("no credential agent configured: the portal answers 503 until one is")
+    return None
+
+
+async def sweep_forever(service: IssuanceService, settings: Settings) -> None:
+    """Expire overdue sessions and reconcile ones whose webhooks may have been missed."""
+    stale_after = max(3 * settings.sweep_interval, 10.0)
+    while True:
+        await asyncio.sleep(settings.sweep_interval)
+        try:
+            await service.expire_due()
+            agent = service._agent
+            if agent is not None and agent.pushes_events:
+                await service.reconcile_stale(stale_after)
+        except Exception:
+            log.exception("sweep failed; trying again next interval")

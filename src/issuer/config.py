@@ -1,0 +1,113 @@
+"""Settings read from ``ISSUER_*`` environment variables and a ``.env`` file.
+
+Every setting is documented in the README's configuration table. Validation happens once, at
+``create_app()``; a production start with a missing or placeholder secret is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Field ``x`` is read from ``ISSUER_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ISSUER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = Environment.PRODUCTION
+    secret_key: str = ""
+    port: int = Field(5000, validation_alias=AliasChoices("PORT", "ISSUER_PORT"))
+    database_url: str = "sqlite+aiosqlite:///issuer.db"
+    # Pool size per worker; size it to the concurrency you expect per worker (see README).
+    database_pool_size: int = 20
+    database_pool_timeout: float = 10.0
+    public_base_url: str = "http://localhost:5000"
+    # Extra websocket origins besides the server's own (ASVS 4.4.1); comma separated.
+    allowed_origins: str = ""
+    log_level: str = "INFO"
+
+    # --- the credential agent ---------------------------------------------------------------
+    # "acapy" (ACA-Py admin API), "rest" (the original connect/issue REST API), or "local"
+    # (development: start a local ACA-Py issuer, and a test wallet, as subprocesses).
+    agent: Literal["acapy", "rest", "local"] | None = None
+    agent_timeout: float = 5.0
+    acapy_admin_url: str = ""
+    acapy_admin_api_key: str = ""
+    # Shared key ACA-Py sends with every webhook (``--webhook-url URL#KEY`` → ``x-api-key``).
+    webhook_api_key: str = ""
+    acapy_bin: str = ".venv-acapy/bin/aca-py"
+    # Development only: admin URL of an auto-accepting ACA-Py holder behind "Use the local test
+    # wallet". With ISSUER_AGENT=local one is started for you.
+    test_wallet_admin_url: str = ""
+    rest_connection_url: str = ""
+    rest_issuer_url: str = ""
+    rest_credential_definition_id: str = ""
+    rest_accepted_states: str = "DONE,COMPLETED,ACCEPTED,ISSUED,CREDENTIAL_ACKED"
+    rest_declined_states: str = "DECLINED,REJECTED,ABANDONED"
+    rest_failed_states: str = "FAILED,ERROR"
+    # Polling backoff for the REST adapter, seconds: first delay, factor, ceiling.
+    poll_initial_delay: float = 0.5
+    poll_backoff: float = 1.5
+    poll_max_delay: float = 5.0
+
+    # --- the credential --------------------------------------------------------------------
+    credential_type: str = "EducationCredential"
+    credential_attributes: str = "prename,surname,institution"
+    default_language: Literal["de", "fr", "en"] = "de"
+    # Seconds an offer may stay unanswered before the session becomes ``expired``.
+    offer_timeout: float = 300.0
+    # Seconds an invitation may stay unused before the session becomes ``expired``.
+    invitation_timeout: float = 1800.0
+    # Seconds between sweeps that expire sessions and reconcile missed webhooks.
+    sweep_interval: float = 5.0
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
+            if self.env is Environment.PRODUCTION:
+                raise ValueError(
+                    "ISSUER_SECRET_KEY is missing or a placeholder; set a long random value"
+                )
+            self.secret_key = secrets.token_urlsafe(32)
+        if self.agent is None:
+            self.agent = (
+                "acapy" if self.acapy_admin_url else "rest" if self.rest_issuer_url else None
+            )
+            if self.agent is None and self.env is Environment.DEVELOPMENT:
+                self.agent = "local"
+        return self
+
+    @property
+    def development(self) -> bool:
+        return self.env is Environment.DEVELOPMENT
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a.strip() for a in self.credential_attributes.split(",") if a.strip()]
+
+    @property
+    def origin_allow_list(self) -> set[str]:
+        return {o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()}
+
+
+def split_states(value: str) -> frozenset[str]:
+    return frozenset(s.strip().upper() for s in value.split(",") if s.strip())

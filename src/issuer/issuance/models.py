@@ -1,0 +1,51 @@
+"""Tables of the issuance portal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from issuer.db import Base, utcnow
+from issuer.issuance.states import State
+
+
+class IssuanceSession(Base):
+    """One visitor's way from invitation to credential. ``id`` is 256 bits from ``secrets``."""
+
+    __tablename__ = "issuance_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default=State.INVITED)
+    # Bumped by every transition; the browser drops messages older than what it has.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    language: Mapped[str] = mapped_column(String(2))
+    invitation_url: Mapped[str | None] = mapped_column(Text)
+    invitation_msg_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    connection_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    exchange_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Last time the agent's record was read back (reconciliation of missed webhooks).
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current step times out (invitation unused, offer unanswered).
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_issuance_sessions_state_expires_at", "state", "expires_at"),)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON pushed to the browser: ``{id, state, version, error, updated_at}``."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "version": self.version,
+            "error": self.error,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }

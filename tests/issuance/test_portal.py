@@ -1,0 +1,221 @@
+"""The portal's flow through the Quart test client, with a controllable agent, on both databases."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from quart import Quart
+
+from issuer.issuance.agents.base import ExchangeState, ExchangeStatus
+from tests.fakes import FakeAgent
+
+ORIGIN = {"Origin": "http://localhost", "Host": "localhost"}
+
+
+async def start(client: Any, path: str = "/") -> tuple[str, str]:
+    response = await client.get(path)
+    assert response.status_code == 200
+    page = await response.get_data(as_text=True)
+    session_id = re.search(r'data-session="([^"]+)"', page).group(1)
+    csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
+    return session_id, csrf
+
+
+async def connect(app: Quart, fake_agent: FakeAgent, session_id: str) -> None:
+    row = await app.extensions["issuance"].get(session_id)
+    fake_agent.connected.add(row.invitation_msg_id)
+    await app.extensions["issuance"].reconcile(row)
+
+
+async def test_start_page_shows_a_per_visitor_inline_svg_qr(client: Any) -> None:
+    first = await (await client.get("/")).get_data(as_text=True)
+    second = await (await client.get("/en")).get_data(as_text=True)
+    assert "<svg" in first and "<svg" in second
+    assert 'lang="de"' in first and 'lang="en"' in second
+    ids = [re.search(r'data-session="([^"]+)"', p).group(1) for p in (first, second)]
+    assert ids[0] != ids[1] and all(len(i) >= 43 for i in ids)  # 256 bits, url-safe
+
+
+async def test_language_pages(client: Any) -> None:
+    for lang, word in (("de", "Vorname"), ("fr", "Prénom"), ("en", "First name")):
+        page = await (await client.get(f"/{lang}")).get_data(as_text=True)
+        assert f'lang="{lang}"' in page and word in page
+
+
+async def test_csp_and_cookie_flags(client: Any) -> None:
+    response = await client.get("/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in csp and "*" not in csp
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
+
+
+async def test_whole_flow_and_legacy_routes(app: Quart, client: Any, fake_agent: FakeAgent) -> None:
+    session_id, csrf = await start(client)
+    assert (await (await client.get("/check_connection/")).get_json()) == {
+        "status": "not connected"
+    }
+    await connect(app, fake_agent, session_id)
+    for path in (
+        "/check_connection/",
+        "/check_connection",
+        "/check-connection/",
+        "/check-connection",
+    ):
+        assert (await (await client.get(path)).get_json()) == {"status": "connected"}
+    form = {"prename": "Ada", "surname": "Lovelace", "institution": "ETH", "csrf_token": csrf}
+    response = await client.post("/name", form=form, headers={"Accept": "application/json"})
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert (await response.get_json())["state"] == "offered"
+    assert fake_agent.offers[0][1] == {
+        "prename": "Ada",
+        "surname": "Lovelace",
+        "institution": "ETH",
+    }
+    assert (await (await client.get("/loading/")).get_json()) == {"status": "not accepted"}
+    row = await app.extensions["issuance"].get(session_id)
+    fake_agent.exchanges[row.exchange_id] = ExchangeState(ExchangeStatus.ACCEPTED)
+    await app.extensions["issuance"].reconcile(row)
+    assert (await (await client.get("/loading")).get_json()) == {"status": "accepted"}
+    assert "Fertig" in await (await client.get("/success")).get_data(as_text=True)
+    row = await app.extensions["issuance"].get(session_id)
+    assert row.state == "accepted" and row.connected_at and row.offered_at and row.finished_at
+
+
+async def test_name_form_needs_csrf_and_every_field(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    session_id, csrf = await start(client)
+    await connect(app, fake_agent, session_id)
+    form = {"prename": "Ada", "surname": "Lovelace", "institution": "ETH"}
+    response = await client.post("/name", form=form)
+    assert response.status_code == 403
+    assert (await response.get_json())["error"] == "csrf_failed"
+    response = await client.post("/name", form={"prename": "Ada", "csrf_token": csrf})
+    assert response.status_code == 422
+    body = await response.get_json()
+    assert body["success"] is False and {d["loc"][0] for d in body["details"]} == {
+        "surname",
+        "institution",
+    }
+    assert fake_agent.offers == []
+
+
+async def test_name_before_connection_is_a_conflict(client: Any, fake_agent: FakeAgent) -> None:
+    _, csrf = await start(client)
+    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
+    response = await client.post("/name", form=form)
+    assert response.status_code == 409 and fake_agent.offers == []
+
+
+async def test_agent_down_gives_a_page_with_retry_and_json_503(
+    client: Any, fake_agent: FakeAgent
+) -> None:
+    fake_agent.down = True
+    response = await client.get("/")
+    assert response.status_code == 503
+    page = await response.get_data(as_text=True)
+    assert 'id="retry"' in page and 'data-state="error"' in page
+    assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_websocket_pushes_state_changes(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    session_id, _ = await start(client)
+    async with client.websocket(f"/ws/issuance/{session_id}", headers=ORIGIN) as ws:
+        first = await ws.receive_json()
+        assert first["state"] == "invited" and first["version"] == 1
+        await connect(app, fake_agent, session_id)
+        second = await ws.receive_json()
+        assert second["state"] == "connected" and second["version"] == 2
+
+
+async def test_websocket_refuses_foreign_origin_and_foreign_session(
+    client: Any, app: Quart
+) -> None:
+    session_id, _ = await start(client)
+    async with client.websocket(
+        f"/ws/issuance/{session_id}",
+        headers={"Origin": "https://evil.example", "Host": "localhost"},
+    ) as ws:
+        await assert_closed(ws)
+    stranger = app.test_client()
+    async with stranger.websocket(f"/ws/issuance/{session_id}", headers=ORIGIN) as ws:
+        await assert_closed(ws)
+
+
+async def assert_closed(ws: Any) -> None:
+    from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
+
+    try:
+        await ws.receive()
+    except (WebsocketDisconnectError, WebsocketResponseError):
+        return
+    raise AssertionError("the websocket was accepted")
+
+
+async def test_webhooks_need_the_shared_key_and_are_idempotent(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    session_id, _ = await start(client)
+    row = await app.extensions["issuance"].get(session_id)
+    body = {"connection_id": "c-1", "invitation_msg_id": row.invitation_msg_id, "state": "active"}
+    response = await client.post("/webhooks/topic/connections/", json=body)
+    assert response.status_code == 401
+    for _ in range(2):
+        response = await client.post(
+            "/webhooks/topic/connections/", json=body, headers={"X-API-Key": "hook-key"}
+        )
+        assert response.status_code == 200
+    row = await app.extensions["issuance"].get(session_id)
+    assert row.state == "connected" and row.version == 2 and row.connection_id == "c-1"
+
+
+async def test_out_of_order_webhooks_never_move_backwards(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    session_id, csrf = await start(client)
+    await connect(app, fake_agent, session_id)
+    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
+    await client.post("/name", form=form)
+    row = await app.extensions["issuance"].get(session_id)
+    key = {"X-API-Key": "hook-key"}
+    done = {"cred_ex_id": row.exchange_id, "state": "done", "connection_id": row.connection_id}
+    late = {**done, "state": "request-received"}
+    assert (
+        await client.post("/webhooks/topic/issue_credential_v2_0/", json=done, headers=key)
+    ).status_code == 200
+    await client.post("/webhooks/topic/issue_credential_v2_0/", json=late, headers=key)
+    active = {"connection_id": row.connection_id, "state": "active"}
+    await client.post("/webhooks/topic/connections/", json=active, headers=key)
+    row = await app.extensions["issuance"].get(session_id)
+    assert row.state == "accepted"
+
+
+async def test_unanswered_offer_expires(app: Quart, client: Any, fake_agent: FakeAgent) -> None:
+    from datetime import timedelta
+
+    session_id, csrf = await start(client)
+    await connect(app, fake_agent, session_id)
+    service = app.extensions["issuance"]
+    service.offer_timeout = timedelta(seconds=-1)
+    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
+    await client.post("/name", form=form)
+    assert await service.expire_due() == 1
+    row = await service.get(session_id)
+    assert row.state == "expired" and fake_agent.abandoned == [row.exchange_id]
+
+
+async def test_errors_share_one_json_shape(client: Any) -> None:
+    cases: list[tuple[str, str, dict[str, Any], int]] = [
+        ("GET", "/nowhere", {}, 404),
+        ("DELETE", "/health", {}, 405),
+        ("POST", "/webhooks/topic/connections/", {"data": b"\xff\xfe"}, 401),
+    ]
+    for method, path, kwargs, status in cases:
+        response = await client.open(path, method=method, **kwargs)
+        assert response.status_code == status
+        body = await response.get_json()
+        assert body["success"] is False and body["error"] and body["message"]
