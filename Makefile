@@ -21,10 +21,15 @@ install: $(BIN)/activate
 # ACA-Py runs in its own virtual environment: acapy-agent needs Python >= 3.13; on older
 # interpreters the 0.12 line (aries-cloudagent[askar]) runs the same flow.
 $(ACAPY_VENV)/bin/aca-py:
-	@py313=$$(command -v python3.13 || ls $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | head -1); \
+	@py313=""; \
+	for c in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[3-9]*/bin/python3 2>/dev/null) python3.13 python3; do \
+	  if "$$c" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null; then py313="$$c"; break; fi; \
+	done; \
 	if [ -n "$$py313" ]; then \
+	  echo "ACA-Py 1.7.0 on $$py313"; \
 	  "$$py313" -m venv $(ACAPY_VENV) && $(ACAPY_VENV)/bin/pip install -q "acapy-agent==1.7.0"; \
 	else \
+	  echo "ACA-Py 0.12.8 on python3.11 (no Python 3.13 found)"; \
 	  python3.11 -m venv $(ACAPY_VENV) && $(ACAPY_VENV)/bin/pip install -q "aries-cloudagent[askar]==0.12.8"; \
 	fi
 

@@ -30,7 +30,7 @@ from issuer.issuance.schemas import (
     SessionState,
     WebhookAck,
 )
-from issuer.issuance.service import IssuanceService
+from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.lib.qr import qr_svg
@@ -263,11 +263,15 @@ async def agent_webhook(topic: str) -> WebhookAck:
         raise APIError(400, "bad_request", "The webhook body must be a JSON object.")
     svc = service()
     if topic == "connections" and connection_is_active(body):
-        await svc.connection_active(
-            connection_id=body.get("connection_id"),
-            invitation_msg_id=body.get("invitation_msg_id"),
-        )
+        keys = {
+            "connection_id": body.get("connection_id"),
+            "invitation_msg_id": body.get("invitation_msg_id"),
+        }
+        if not await svc.connection_active(**keys):
+            current_app.add_background_task(svc.connection_active, **keys, attempts=EVENT_RETRIES)
     elif topic == "issue_credential_v2_0" and body.get("cred_ex_id"):
         exchange = exchange_status(body)
-        await svc.exchange_finished(str(body["cred_ex_id"]), exchange.status, exchange.detail)
+        args = (str(body["cred_ex_id"]), exchange.status, exchange.detail)
+        if not await svc.exchange_finished(*args):
+            current_app.add_background_task(svc.exchange_finished, *args, attempts=EVENT_RETRIES)
     return WebhookAck()

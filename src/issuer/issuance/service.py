@@ -24,6 +24,8 @@ from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import ACTIVE_STATES, ALLOWED_FROM, State
 
 log = logging.getLogger(__name__)
+EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
+EVENT_RETRIES = 20
 
 EXCHANGE_TO_STATE = {
     ExchangeStatus.ACCEPTED: State.ACCEPTED,
@@ -199,14 +201,22 @@ class IssuanceService:
         return snapshot
 
     # --- agent events --------------------------------------------------------------------
+    # Webhooks can overtake the HTTP answer that created their record (ACA-Py sends
+    # ``offer-sent`` a few ms before ``send-offer`` returns), so an event for a record we have
+    # not stored yet is retried for a short while before it is left to reconciliation.
 
     async def connection_active(
-        self, *, connection_id: str | None, invitation_msg_id: str | None
-    ) -> Snapshot | None:
-        row = await self._find(connection_id=connection_id, invitation_msg_id=invitation_msg_id)
-        if row is None:
-            return None
-        return await self._connected(row, connection_id or row.connection_id)
+        self, *, connection_id: str | None, invitation_msg_id: str | None, attempts: int = 1
+    ) -> bool:
+        """Apply an ``active`` connection event; ``False`` when no session matched (yet)."""
+        for attempt in range(attempts):
+            row = await self._find(invitation_msg_id=invitation_msg_id, connection_id=connection_id)
+            if row is not None:
+                await self._connected(row, connection_id or row.connection_id)
+                return True
+            if attempt + 1 < attempts:
+                await asyncio.sleep(EVENT_RETRY_DELAY)
+        return False
 
     async def _connected(self, row: IssuanceSession, connection_id: str | None) -> Snapshot | None:
         now = utcnow()
@@ -219,14 +229,19 @@ class IssuanceService:
         )
 
     async def exchange_finished(
-        self, exchange_id: str, status: ExchangeStatus, detail: str | None = None
-    ) -> Snapshot | None:
+        self, exchange_id: str, status: ExchangeStatus, detail: str | None = None, attempts: int = 1
+    ) -> bool:
+        """Apply a final exchange event; ``False`` when no session matched (yet)."""
         if status is ExchangeStatus.PENDING:
-            return None
-        row = await self._find(exchange_id=exchange_id)
-        if row is None:
-            return None
-        return await self.transition(row.id, EXCHANGE_TO_STATE[status], error=detail)
+            return True
+        for attempt in range(attempts):
+            row = await self._find(exchange_id=exchange_id)
+            if row is not None:
+                await self.transition(row.id, EXCHANGE_TO_STATE[status], error=detail)
+                return True
+            if attempt + 1 < attempts:
+                await asyncio.sleep(EVENT_RETRY_DELAY)
+        return False
 
     async def _find(self, **keys: str | None) -> IssuanceSession | None:
         conditions = [getattr(IssuanceSession, k) == v for k, v in keys.items() if v]

@@ -1,0 +1,125 @@
+"""Real HTTP servers for integration tests: hypercorn in this event loop, or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class InProcessServer:
+    """Serve ``app`` with hypercorn on ``127.0.0.1:port`` inside the running event loop.
+
+    Startup runs the app's ``before_serving`` (lifespan), exactly as in production.
+    """
+
+    def __init__(self, app: Quart, port: int) -> None:
+        self.app = app
+        self.port = port
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20.0) -> InProcessServer:
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.graceful_timeout = 1
+        config.accesslog = None
+        self._task = asyncio.create_task(
+            serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._task.done():
+                self._task.result()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return self
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"server on port {self.port} did not start")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 15)
+
+    async def __aenter__(self) -> InProcessServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+
+class ServerProcess:
+    """``hypercorn 'issuer:create_app()'`` as its own process, configured through ``env``."""
+
+    def __init__(self, port: int, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = port
+        self.env = env
+        self.log_path = log_path
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        hypercorn = str(Path(sys.executable).parent / "hypercorn")
+        command = [
+            hypercorn, "--config", str(ROOT / "hypercorn.toml"),
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+            "issuer:create_app()",
+        ]  # fmt: skip
+        env = {**os.environ, "PORT": str(self.port), **self.env}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
