@@ -15,7 +15,7 @@ def main() -> None:
     settings = Settings()
     config = Config.from_toml("hypercorn.toml")
     config.bind = [f"0.0.0.0:{settings.port}"]
-    asyncio.run(serve(create_app(), config))  # type: ignore[arg-type]
+    asyncio.run(serve(create_app(), config))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from issuer.issuance.broker import LocalBroker, PostgresBroker
 from issuer.issuance.pollers import Pollers
 from issuer.issuance.service import IssuanceService
 from issuer.logs import configure_logging
+from issuer.ops.metrics import register_metrics
 from issuer.web import register_web_hooks
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     )
     register_error_handlers(app)
     register_web_hooks(app)
+    register_metrics(app)
 
     db = Database(
         settings.database_url,

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Extra websocket origins besides the server's own (ASVS 4.4.1); comma separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
+    # When set, GET /metrics needs "Authorization: Bearer <token>".
+    metrics_token: str = ""
 
     # --- the credential agent ---------------------------------------------------------------
     # "acapy" (ACA-Py admin API), "rest" (the original connect/issue REST API), or "local"

@@ -83,7 +83,6 @@ class PostgresBroker(LocalBroker):
         self._resync = resync
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._lost = asyncio.Event()
 
     async def stage(self, session: AsyncSession, snapshot: Snapshot) -> None:
@@ -97,9 +96,9 @@ class PostgresBroker(LocalBroker):
         return None
 
     async def start(self) -> None:
+        # Not awaited: startup must not hang on a database that is down (readiness reports it);
+        # every (re)connect replays the stored state of the sessions watched meanwhile.
         self._task = asyncio.create_task(self._listen_forever(), name="pg-listen")
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -126,7 +125,6 @@ class PostgresBroker(LocalBroker):
 
     async def _listen_forever(self) -> None:
         backoff = 0.1
-        first = True
         while True:
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
@@ -140,11 +138,8 @@ class PostgresBroker(LocalBroker):
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 backoff = 0.1
-                self._ready.set()
-                if not first:
-                    # Notifications sent while we were away are gone: replay stored state.
-                    await self._resync(self.watched)
-                first = False
+                # Notifications sent while we were away are gone: replay stored state.
+                await self._resync(self.watched)
                 await self._watch(conn)
                 log.warning("LISTEN connection lost; reconnecting")
             finally:

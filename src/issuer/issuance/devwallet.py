@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from quart import Blueprint, Quart, current_app, request, session
+from quart_schema import validate_response
 
 from issuer.config import Settings
 from issuer.errors import APIError
@@ -91,6 +92,7 @@ async def remember_wallet() -> None:
 
 
 @blueprint.post("/dev/test-wallet")
+@validate_response(WebhookAck)
 async def use_test_wallet() -> WebhookAck:
     """Development only: the local test wallet receives this session's invitation."""
     if not csrf_valid(session, request.headers.get(HEADER)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from typing import Any
@@ -34,6 +35,7 @@ from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.lib.qr import qr_svg
+from issuer.ops.metrics import WEBSOCKETS
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("issuance", __name__)
@@ -69,7 +71,9 @@ def note_listener(session_id: str) -> None:
         pollers.ensure(session_id)
 
 
-async def render_page(row_state: dict[str, Any], language: str, qr: str | None, status: int = 200):
+async def render_page(
+    row_state: dict[str, Any], language: str, qr: str | None, status: int = 200
+) -> tuple[str, int]:
     settings = current_app.config["SETTINGS"]
     labels = texts(language)
     body = await render_template(
@@ -227,14 +231,18 @@ async def issuance_updates(session_id: str) -> None:
         await websocket.accept()
         sent = row.version
         await websocket.send_json(row.snapshot())
-        if row.state not in FINAL_STATES:
-            note_listener(session_id)
-            current_app.add_background_task(catch_up, svc, session_id)
-        while True:
-            snapshot = await queue.get()
-            if snapshot["version"] > sent:
-                sent = snapshot["version"]
-                await websocket.send_json(snapshot)
+        if row.state in FINAL_STATES:
+            return
+        note_listener(session_id)
+        current_app.add_background_task(catch_up, svc, session_id)
+        with WEBSOCKETS.track_inprogress():
+            while True:
+                snapshot = await queue.get()
+                if snapshot["version"] > sent:
+                    sent = snapshot["version"]
+                    await websocket.send_json(snapshot)
+                    if snapshot["state"] in FINAL_STATES:
+                        return  # the story is over: close normally
 
 
 async def catch_up(svc: IssuanceService, session_id: str) -> None:
@@ -263,12 +271,13 @@ async def agent_webhook(topic: str) -> WebhookAck:
         raise APIError(400, "bad_request", "The webhook body must be a JSON object.")
     svc = service()
     if topic == "connections" and connection_is_active(body):
-        keys = {
-            "connection_id": body.get("connection_id"),
-            "invitation_msg_id": body.get("invitation_msg_id"),
-        }
-        if not await svc.connection_active(**keys):
-            current_app.add_background_task(svc.connection_active, **keys, attempts=EVENT_RETRIES)
+        connection = functools.partial(
+            svc.connection_active,
+            connection_id=body.get("connection_id"),
+            invitation_msg_id=body.get("invitation_msg_id"),
+        )
+        if not await connection():
+            current_app.add_background_task(connection, attempts=EVENT_RETRIES)
     elif topic == "issue_credential_v2_0" and body.get("cred_ex_id"):
         exchange = exchange_status(body)
         args = (str(body["cred_ex_id"]), exchange.status, exchange.detail)

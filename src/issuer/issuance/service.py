@@ -22,6 +22,7 @@ from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus,
 from issuer.issuance.broker import LocalBroker, Snapshot
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import ACTIVE_STATES, ALLOWED_FROM, State
+from issuer.ops.metrics import TRANSITIONS
 
 log = logging.getLogger(__name__)
 EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
@@ -109,6 +110,7 @@ class IssuanceService:
             snapshot = row.snapshot()
             await self.broker.stage(session, snapshot)
         self.broker.committed(snapshot)
+        TRANSITIONS.labels(target.value).inc()
         log.info("issuance %s… → %s", session_id[:8], target)
         return snapshot
 

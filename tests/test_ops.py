@@ -1,0 +1,75 @@
+"""Operations: health, readiness, metrics, request ids, configuration guards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from issuer import create_app
+from issuer.config import Settings
+from tests.fakes import FakeAgent
+
+
+async def test_liveness_and_readiness(client: Any, fake_agent: FakeAgent) -> None:
+    assert (await (await client.get("/health")).get_json()) == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert await ready.get_json() == {"status": "ok", "database": "ok", "agent": "ok"}
+    fake_agent.down = True
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 503 and (await ready.get_json())["agent"] == "down"
+
+
+async def test_readiness_reports_a_dead_database(overrides: dict[str, Any]) -> None:
+    app = create_app({**overrides, "database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/x"})
+    async with app.test_app() as test_app:
+        app.extensions["issuance"]._agent = FakeAgent()
+        response = await test_app.test_client().get("/health/ready")
+        assert response.status_code == 503
+        assert (await response.get_json())["database"] == "down"
+
+
+async def test_request_id_is_echoed_or_made(client: Any) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    response = await client.get("/health", headers={"X-Request-ID": "bad id!"})
+    assert response.headers["X-Request-ID"] not in ("", "bad id!")
+
+
+async def test_metrics_expose_request_latency_and_can_require_a_token(
+    client: Any, overrides: dict[str, Any]
+) -> None:
+    await client.get("/health")
+    body = await (await client.get("/metrics")).get_data(as_text=True)
+    assert 'issuer_http_request_duration_seconds_count{method="GET",route="/health"' in body
+    app = create_app({**overrides, "metrics_token": "t0ken"})
+    async with app.test_app() as test_app:
+        guarded = test_app.test_client()
+        assert (await guarded.get("/metrics")).status_code == 401
+        ok = await guarded.get("/metrics", headers={"Authorization": "Bearer t0ken"})
+        assert ok.status_code == 200
+
+
+def test_production_refuses_a_missing_or_placeholder_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ISSUER_SECRET_KEY", raising=False)
+    for secret in ("", "change-me"):
+        with pytest.raises(ValidationError, match="ISSUER_SECRET_KEY"):
+            Settings(env="production", secret_key=secret, _env_file=None)
+    assert Settings(env="development", secret_key="", _env_file=None).secret_key  # generated
+
+
+def test_port_and_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "8123")
+    monkeypatch.setenv("ISSUER_DEFAULT_LANGUAGE", "fr")
+    settings = Settings(env="test", _env_file=None)
+    assert settings.port == 8123 and settings.default_language == "fr"
+
+
+async def test_openapi_documents_the_json_routes(client: Any) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    for path in ("/name", "/check_connection/", "/loading/", "/health", "/health/ready"):
+        assert path in spec["paths"], path
