@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from typing import Any
 
 from quart import Quart
+from quart_auth import QuartAuth
+from quart_rate_limiter import RateLimiter
+from quart_rate_limiter.redis_store import RedisStore
+from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
+from issuer.accounts.cli import register_cli
+from issuer.accounts.limits import ip_key
+from issuer.accounts.service import Accounts
+from issuer.accounts.sessions import Sessions
 from issuer.config import Settings, split_states
 from issuer.db import Database, asyncpg_dsn
 from issuer.errors import register_error_handlers
@@ -18,6 +28,9 @@ from issuer.issuance.agents.rest import RestAgent
 from issuer.issuance.broker import LocalBroker, PostgresBroker
 from issuer.issuance.pollers import Pollers
 from issuer.issuance.service import IssuanceService
+from issuer.lib.network import parse_networks
+from issuer.lib.passwords import PasswordHashing
+from issuer.lib.tokens import TokenCodec
 from issuer.logs import configure_logging
 from issuer.ops.metrics import register_metrics
 from issuer.web import register_web_hooks
@@ -68,12 +81,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     if db.is_postgres:
         service.broker = broker = PostgresBroker(asyncpg_dsn(settings.database_url), service.resync)
     app.extensions.update(db=db, issuance=service)
+    init_accounts(app, settings, db)
 
+    from issuer.accounts.pages import blueprint as account_pages_bp
+    from issuer.accounts.routes import blueprint as accounts_bp
     from issuer.issuance.routes import blueprint as issuance_bp
     from issuer.ops.routes import blueprint as ops_bp
+    from issuer.vectors.routes import blueprint as vectors_bp
 
     app.register_blueprint(ops_bp)
     app.register_blueprint(issuance_bp)
+    app.register_blueprint(accounts_bp)
+    app.register_blueprint(account_pages_bp)
+    app.register_blueprint(vectors_bp)
     if settings.development and (settings.agent == "local" or settings.test_wallet_admin_url):
         from issuer.issuance.devwallet import blueprint as dev_bp
 
@@ -110,6 +130,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
             service._agent = None
         for stop in app.extensions.pop("stop_on_shutdown", []):
             await stop()
+        app.extensions["accounts"].close()
         await db.dispose()
 
     return app
@@ -153,3 +174,36 @@ async def sweep_forever(service: IssuanceService, settings: Settings) -> None:
                 await service.reconcile_stale(stale_after)
         except Exception:
             log.exception("sweep failed; trying again next interval")
+
+
+def init_accounts(app: Quart, settings: Settings, db: Database) -> None:
+    """Password hashing, token codec, login sessions, quart-auth cookies and rate limits."""
+    hashing = PasswordHashing(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    # A key of its own for tokens, derived from the app secret (key separation).
+    key = hmac.new(settings.secret_key.encode(), b"issuer access tokens", hashlib.sha256).digest()
+    codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    app.extensions["accounts"] = Accounts(db, hashing, settings.hash_threads)
+    app.extensions["sessions"] = Sessions(
+        db,
+        codec,
+        access_ttl=settings.access_token_ttl,
+        session_ttl=settings.session_ttl,
+        idle_timeout=settings.session_idle_timeout,
+        refresh_grace=settings.refresh_grace,
+    )
+    app.extensions["trusted_proxies"] = parse_networks(settings.trusted_proxies)
+    app.config.update(
+        QUART_AUTH_COOKIE_NAME="issuer_auth",
+        QUART_AUTH_COOKIE_SECURE=not settings.development,
+        QUART_AUTH_COOKIE_SAMESITE="Lax",
+        QUART_AUTH_DURATION=settings.session_ttl,
+        QUART_AUTH_SALT="issuer browser session",
+    )
+    QuartAuth(app)
+    store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    RateLimiter(app, store=store, key_function=ip_key)
+    register_cli(app)

@@ -43,6 +43,31 @@ class Settings(BaseSettings):
     # When set, GET /metrics needs "Authorization: Bearer <token>".
     metrics_token: str = ""
 
+    # --- accounts ----------------------------------------------------------------------------
+    jwt_issuer: str = "issuer"
+    jwt_audience: str = "issuer-api"
+    # Seconds. 001's tokens lived 30 min.
+    access_token_ttl: int = 1800
+    # Absolute lifetime of a login (its refresh tokens cannot outlive it), seconds.
+    session_ttl: int = 30 * 24 * 3600
+    # A session unused this long ends (002 used 120 s), seconds.
+    session_idle_timeout: int = 3600
+    # Seconds the previous refresh token stays valid after a rotation (two tabs at once).
+    refresh_grace: float = 10.0
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19 * 1024
+    argon2_parallelism: int = 1
+    # Threads that hash passwords; argon2 holds no GIL, so one per core saturates the CPU.
+    hash_threads: int = 2
+    # Rate limits (quart-rate-limiter); shared by every worker when redis_url is set.
+    redis_url: str = ""
+    login_limit_per_ip: int = 20
+    login_limit_per_account: int = 5
+    login_limit_period: int = 60
+    generate_array_quota: int = 10
+    # Comma-separated proxy addresses/networks whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+
     # --- the credential agent ---------------------------------------------------------------
     # "acapy" (ACA-Py admin API), "rest" (the original connect/issue REST API), or "local"
     # (development: start a local ACA-Py issuer, and a test wallet, as subprocesses).

@@ -36,6 +36,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; ours are all UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) -> AsyncEngine:
     """Create the engine; SQLite gets WAL and a busy timeout so concurrent writers wait."""
     if url.startswith("sqlite"):

@@ -71,11 +71,9 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def handle_http_exception(exc: HTTPException) -> Response:
         status = exc.code or 500
-        headers = {}
-        if status == 405 and exc.get_response() is not None:
-            allow = exc.get_response().headers.get("Allow")
-            if allow:
-                headers["Allow"] = allow
+        # Keep the headers that carry meaning: Allow (405), Retry-After (429, 503).
+        kept = {"allow", "retry-after"}
+        headers = {k: v for k, v in exc.get_headers() if k.lower() in kept}
         return error_response(status, _code_for(exc), exc.description or exc.name, None, headers)
 
     @app.errorhandler(Exception)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import null, select, update
 
 from issuer.db import Database, utcnow
 from issuer.errors import APIError
@@ -164,7 +164,11 @@ class IssuanceService:
         if row is None:
             raise APIError(404, "not_found", "No such issuance session.")
         if row.state == State.INVITED:
-            row = await self.reconcile(row) or row
+            try:
+                row = await self.reconcile(row) or row
+            except AgentUnavailable as exc:
+                log.warning("connection check failed: %s", exc)
+                raise agent_down(exc) from exc
         if row.state != State.CONNECTED or row.connection_id is None:
             raise APIError(409, "not_connected", f"The session is {row.state}, not connected.")
         # Claim the offer atomically so a double submit sends one offer, not two.
@@ -185,7 +189,7 @@ class IssuanceService:
                 await session.execute(
                     update(IssuanceSession)
                     .where(IssuanceSession.id == session_id)
-                    .values(attributes=None)
+                    .values(attributes=null())  # SQL NULL; None would store JSON 'null'
                 )
             log.warning("offer failed: %s", exc)
             raise agent_down(exc) from exc
@@ -326,8 +330,3 @@ class IssuanceService:
                 except AgentUnavailable:
                     log.info("could not tell the agent that %s expired", exchange_id)
         return len(due)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,85 @@
+"""Rate-limit keys (quart-rate-limiter): per client IP, per account and IP, per user.
+
+The per-account limit is keyed by account *and* client address, so an attacker elsewhere
+cannot lock the victim out of their own account (ASVS 6.3.1); the per-IP limit caps one
+source across all accounts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from quart import current_app, request
+from quart_rate_limiter import KeyCallable, RateLimit
+
+from issuer.accounts.identifiers import email_key
+from issuer.lib.network import client_ip
+from issuer.lib.tokens import Purpose, TokenExpired, TokenInvalid
+
+
+def remote_ip() -> str:
+    proxies = current_app.extensions["trusted_proxies"]
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), proxies)
+
+
+async def ip_key() -> str:
+    return f"ip:{remote_ip()}"
+
+
+async def account_key() -> str:
+    """The normalised login identifier from the JSON or form body, plus the client address."""
+    data = await request.get_json(silent=True)
+    if not isinstance(data, dict):
+        data = (await request.form).to_dict() if request.mimetype.endswith("urlencoded") else {}
+    identifier = str(data.get("email") or data.get("username") or "")
+    digest = hashlib.sha256(email_key(identifier).encode()).hexdigest()[:32]
+    return f"account:{digest}:{remote_ip()}"
+
+
+async def user_key() -> str:
+    """The access token's subject (no database read), else the client address."""
+    raw = request.headers.get("Authorization", "")
+    token = raw.partition(" ")[2].strip()
+    try:
+        claims = current_app.extensions["sessions"].codec.decode(token, Purpose.ACCESS)
+    except (TokenExpired, TokenInvalid):
+        return f"ip:{remote_ip()}"
+    return f"user:{claims.sub}"
+
+
+class ConfiguredLimit(RateLimit):
+    """A quart-rate-limiter limit whose count and period (seconds) are read from settings
+    when a request is checked, so each app instance uses its own configuration."""
+
+    def __init__(self, count_setting: str, period_setting: str | int, key: KeyCallable) -> None:
+        self._count_setting = count_setting
+        self._period_setting = period_setting
+        super().__init__(1, timedelta(seconds=1), key)
+
+    @property
+    def count(self) -> int:
+        return int(getattr(current_app.config["SETTINGS"], self._count_setting))
+
+    @count.setter
+    def count(self, _value: int) -> None:  # dataclass __init__ assigns it; settings win
+        return None
+
+    @property
+    def period(self) -> timedelta:
+        period = self._period_setting
+        seconds = (
+            period if isinstance(period, int) else getattr(current_app.config["SETTINGS"], period)
+        )
+        return timedelta(seconds=int(seconds))
+
+    @period.setter
+    def period(self, _value: timedelta) -> None:
+        return None
+
+
+LOGIN_LIMITS: list[RateLimit] = [
+    ConfiguredLimit("login_limit_per_ip", "login_limit_period", ip_key),
+    ConfiguredLimit("login_limit_per_account", "login_limit_period", account_key),
+]
+GENERATE_ARRAY_QUOTA: list[RateLimit] = [ConfiguredLimit("generate_array_quota", 60, user_key)]

@@ -1,0 +1,97 @@
+"""JSON Web Tokens (RFC 7519) with one purpose each, HS256 only.
+
+Every token carries ``sub`` (the user's entity id, a string), ``sid`` (the login session),
+``jti``, ``iat``, ``exp``, ``iss``, ``aud`` and ``typ``. Decoding verifies the signature before
+any claim is read, allows only HS256 (no ``none``, no HS/RS confusion), ignores ``jku``/``x5u``/
+``jwk`` headers and requires every claim (ASVS 9.1.1–9.2.3).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+REQUIRED = ["sub", "sid", "jti", "iat", "exp", "iss", "aud", "typ"]
+
+
+class Purpose(StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+class TokenExpired(Exception):
+    pass
+
+
+class TokenInvalid(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+    typ: Purpose
+
+
+class TokenCodec:
+    def __init__(self, key: bytes, *, issuer: str, audience: str) -> None:
+        if len(key) < 32:
+            raise ValueError("the signing key must be at least 256 bits")
+        self._key = key
+        self._issuer = issuer
+        self._audience = audience
+
+    def issue(self, purpose: Purpose, *, sub: str, sid: str, ttl: float) -> tuple[str, Claims]:
+        """A signed token valid for ``ttl`` seconds, and its claims."""
+        now = int(time.time())
+        claims = Claims(sub, sid, secrets.token_urlsafe(16), now, now + int(ttl), purpose)
+        payload: dict[str, Any] = {
+            "sub": sub,
+            "sid": sid,
+            "jti": claims.jti,
+            "iat": now,
+            "exp": claims.exp,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "typ": purpose.value,
+        }
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"}), claims
+
+    def decode(self, token: str, purpose: Purpose) -> Claims:
+        """Verify ``token`` for ``purpose``; raises ``TokenExpired`` or ``TokenInvalid``."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": REQUIRED},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired from exc
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid(str(exc)) from exc
+        if payload["typ"] != purpose.value:
+            raise TokenInvalid("wrong token type")
+        try:
+            return Claims(
+                str(payload["sub"]),
+                str(payload["sid"]),
+                str(payload["jti"]),
+                int(payload["iat"]),
+                int(payload["exp"]),
+                purpose,
+            )
+        except (TypeError, ValueError) as exc:
+            raise TokenInvalid("malformed claims") from exc

@@ -1,0 +1,54 @@
+"""001's vector API: ``POST /generate_array`` (access token required, quota per user)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_rate_limiter import rate_limit
+from quart_schema import document_request, document_response
+
+from issuer.accounts.auth import token_required
+from issuer.accounts.limits import GENERATE_ARRAY_QUOTA
+from issuer.errors import ErrorBody
+from issuer.lib.body import read_body
+
+blueprint = Blueprint("vectors", __name__)
+DIMENSIONS = 500
+
+
+class SentenceIn(BaseModel):
+    sentence: str = Field(min_length=1, max_length=10_000)
+
+
+class VectorOut(BaseModel):
+    """A JSON array of 500 floats in [0, 1)."""
+
+    root: list[float]
+
+
+def vector_for(sentence: str) -> list[float]:
+    """500 floats in [0, 1), the same for the same sentence (seeded by its SHA-256)."""
+    seed = int.from_bytes(hashlib.sha256(sentence.encode()).digest(), "big")
+    generator = random.Random(seed)  # noqa: S311 — a deterministic embedding stand-in, not a secret
+    return [generator.random() for _ in range(DIMENSIONS)]
+
+
+@blueprint.post("/generate_array")
+@rate_limit(limits=GENERATE_ARRAY_QUOTA)
+@token_required
+@document_request(SentenceIn)
+@document_response(list[float], 200)
+@document_response(ErrorBody, 401)
+@document_response(ErrorBody, 422)
+@document_response(ErrorBody, 429)
+async def generate_array() -> list[float]:
+    """A 500-dimensional array for a sentence: ``{"sentence": str}`` → ``[float, …]``.
+
+    Needs ``Authorization: Bearer <access token>``; at most 10 calls a minute per user
+    (configurable), then 429 with ``Retry-After``.
+    """
+    body = await read_body(SentenceIn)
+    return vector_for(body.sentence)
