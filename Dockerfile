@@ -1,0 +1,51 @@
+# The issuance portal: Quart on hypercorn, migrations applied at start.
+#   docker build -t issuer .
+#   docker run -p 5000:5000 -e ISSUER_SECRET_KEY=... -e ISSUER_ACAPY_ADMIN_URL=... issuer
+# compose.yaml runs it with PostgreSQL and an ACA-Py issuer.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: the package and its runtime dependencies in a virtual environment ------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first (cached until pyproject.toml or the lock changes), then the code.
+COPY pyproject.toml requirements.lock README.md ./
+COPY src ./src
+# No dev extras: the lock is only a constraint, so test tools are not installed.
+RUN pip install -c requirements.lock .
+
+# --- runtime: no compiler, no source tree, not root ---------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ISSUER_ENV=production \
+    PORT=5000 \
+    WEB_CONCURRENCY=1 \
+    ISSUER_DATABASE_URL=sqlite+aiosqlite:////app/data/issuer.db
+RUN groupadd --system --gid 10001 issuer \
+    && useradd --system --uid 10001 --gid issuer --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin issuer \
+    && mkdir -p /app/data \
+    && chown issuer:issuer /app/data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# Owned by root and read-only for the app user; only /app/data (SQLite, if used) is writable.
+COPY alembic ./alembic
+COPY alembic.ini hypercorn.toml ./
+# Mount a volume at /app/data when running on SQLite.
+# Numeric, so orchestrators can verify runAsNonRoot.
+USER 10001:10001
+EXPOSE 5000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)" || exit 1
+# hypercorn's graceful_timeout (hypercorn.toml) is 10 s; give it that before SIGKILL.
+STOPSIGNAL SIGTERM
+# Migrate, then `exec` so hypercorn replaces the shell and receives SIGTERM itself.
+# One worker suits SQLite; on PostgreSQL set WEB_CONCURRENCY > 1 (LISTEN/NOTIFY fan-out).
+CMD ["sh", "-c", "alembic upgrade head && exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT:-5000}\" --workers \"${WEB_CONCURRENCY:-1}\" 'issuer:create_app()'"]
