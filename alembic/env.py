@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from issuer.accounts import models as _accounts_models  # noqa: F401  (registers tables)
 from issuer.db import Base
 from issuer.issuance import models as _issuance_models  # noqa: F401
+from issuer.outbox import models as _outbox_models  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

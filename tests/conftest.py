@@ -21,7 +21,7 @@ from tests.fakes import FakeAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("issuance_sessions", "login_sessions", "users")
+TABLES = ("issuance_sessions", "outbox", "one_time_tokens", "login_sessions", "users")
 
 
 def migrate(url: str) -> None:

@@ -16,6 +16,7 @@ from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
 from issuer.accounts.cli import register_cli
+from issuer.accounts.emails import AccountEmails
 from issuer.accounts.limits import ip_key
 from issuer.accounts.service import Accounts
 from issuer.accounts.sessions import Sessions
@@ -28,11 +29,15 @@ from issuer.issuance.agents.rest import RestAgent
 from issuer.issuance.broker import LocalBroker, PostgresBroker
 from issuer.issuance.pollers import Pollers
 from issuer.issuance.service import IssuanceService
+from issuer.lib.mail import SmtpSettings
 from issuer.lib.network import parse_networks
 from issuer.lib.passwords import PasswordHashing
 from issuer.lib.tokens import TokenCodec
 from issuer.logs import configure_logging
 from issuer.ops.metrics import register_metrics
+from issuer.outbox.amqp import EventPublisher
+from issuer.outbox.delivery import Delivery
+from issuer.outbox.dispatcher import Dispatcher
 from issuer.web import register_web_hooks
 
 log = logging.getLogger(__name__)
@@ -81,9 +86,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     if db.is_postgres:
         service.broker = broker = PostgresBroker(asyncpg_dsn(settings.database_url), service.resync)
     app.extensions.update(db=db, issuance=service)
+    init_outbox(app, settings, db)
     init_accounts(app, settings, db)
+    service.wake_outbox = app.extensions["dispatcher"].wake
 
     from issuer.accounts.pages import blueprint as account_pages_bp
+    from issuer.accounts.recovery import blueprint as recovery_bp
     from issuer.accounts.routes import blueprint as accounts_bp
     from issuer.issuance.routes import blueprint as issuance_bp
     from issuer.ops.routes import blueprint as ops_bp
@@ -94,10 +102,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     app.register_blueprint(accounts_bp)
     app.register_blueprint(account_pages_bp)
     app.register_blueprint(vectors_bp)
+    app.register_blueprint(recovery_bp)
     if settings.development and (settings.agent == "local" or settings.test_wallet_admin_url):
         from issuer.issuance.devwallet import blueprint as dev_bp
 
         app.register_blueprint(dev_bp)
+    if settings.development:
+        from issuer.outbox.routes import blueprint as dev_outbox_bp
+
+        app.register_blueprint(dev_outbox_bp)
 
     background: list[asyncio.Task[None]] = []
 
@@ -114,6 +127,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
             )
         await broker.start()
         background.append(asyncio.create_task(sweep_forever(service, settings), name="sweeper"))
+        dispatcher = app.extensions["dispatcher"]
+        background.append(asyncio.create_task(dispatcher.run_forever(), name="outbox"))
 
     @app.after_serving
     async def shutdown() -> None:
@@ -131,6 +146,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         for stop in app.extensions.pop("stop_on_shutdown", []):
             await stop()
         app.extensions["accounts"].close()
+        publisher = app.extensions["delivery"].publisher
+        if publisher is not None:
+            await publisher.close()
         await db.dispose()
 
     return app
@@ -186,7 +204,14 @@ def init_accounts(app: Quart, settings: Settings, db: Database) -> None:
     # A key of its own for tokens, derived from the app secret (key separation).
     key = hmac.new(settings.secret_key.encode(), b"issuer access tokens", hashlib.sha256).digest()
     codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-    app.extensions["accounts"] = Accounts(db, hashing, settings.hash_threads)
+    accounts = app.extensions["accounts"] = Accounts(db, hashing, settings.hash_threads)
+    accounts.emails = app.extensions["account_emails"] = AccountEmails(
+        db,
+        base_url=settings.public_base_url,
+        verify_ttl=settings.verify_token_ttl,
+        reset_ttl=settings.reset_token_ttl,
+        wake=app.extensions["dispatcher"].wake,
+    )
     app.extensions["sessions"] = Sessions(
         db,
         codec,
@@ -207,3 +232,31 @@ def init_accounts(app: Quart, settings: Settings, db: Database) -> None:
     store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     RateLimiter(app, store=store, key_function=ip_key)
     register_cli(app)
+
+
+def init_outbox(app: Quart, settings: Settings, db: Database) -> None:
+    """The outbox dispatcher and where it delivers: SMTP (aiosmtplib), RabbitMQ (aio-pika)."""
+    smtp = None
+    if settings.smtp_host:
+        smtp = SmtpSettings(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout=settings.smtp_timeout,
+            sender=settings.mail_from,
+        )
+    publisher = (
+        EventPublisher(settings.amqp_url, settings.amqp_exchange) if settings.amqp_url else None
+    )
+    delivery = Delivery(smtp=smtp, publisher=publisher, development=settings.development)
+    app.extensions["delivery"] = delivery
+    app.extensions["dispatcher"] = Dispatcher(
+        db,
+        delivery,
+        max_attempts=settings.outbox_max_attempts,
+        backoff_base=settings.outbox_backoff,
+        backoff_max=settings.outbox_backoff_max,
+        poll_interval=settings.outbox_poll_interval,
+    )

@@ -68,6 +68,28 @@ class Settings(BaseSettings):
     # Comma-separated proxy addresses/networks whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
 
+    # --- email and events (the outbox) -------------------------------------------------------
+    # Without an SMTP host, development writes emails to the log and /dev/outbox; elsewhere
+    # they wait in the outbox (retrying) until one is configured.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout: float = 10.0
+    mail_from: str = "issuer <no-reply@localhost>"
+    # Seconds a verification / reset link stays valid.
+    verify_token_ttl: int = 3600
+    reset_token_ttl: int = 1800
+    # RabbitMQ: domain events go to a durable topic exchange when this is set.
+    amqp_url: str = ""
+    amqp_exchange: str = "issuer.events"
+    outbox_max_attempts: int = 8
+    # Seconds: first retry delay (doubling each time) and its ceiling; idle poll interval.
+    outbox_backoff: float = 2.0
+    outbox_backoff_max: float = 600.0
+    outbox_poll_interval: float = 1.0
+
     # --- the credential agent ---------------------------------------------------------------
     # "acapy" (ACA-Py admin API), "rest" (the original connect/issue REST API), or "local"
     # (development: start a local ACA-Py issuer, and a test wallet, as subprocesses).

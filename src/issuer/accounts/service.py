@@ -16,6 +16,7 @@ from typing import Literal
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from issuer.accounts.emails import AccountEmails
 from issuer.accounts.identifiers import email_key, username_key
 from issuer.accounts.models import User
 from issuer.db import Database, utcnow
@@ -40,6 +41,8 @@ class Accounts:
         self.db = db
         self.hashing = hashing
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        # Writes the emails and events of account changes in the same transaction.
+        self.emails: AccountEmails | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -80,9 +83,16 @@ class Accounts:
         try:
             async with self.db.transaction() as session:
                 session.add(user)
+                await session.flush()
+                if self.emails is not None:
+                    await self.emails.created(session, user)
         except IntegrityError:
             log.info("registration refused: identifier taken")
+            if account.email and self.emails is not None:
+                await self.emails.signup_taken(account.email)
             return None
+        if self.emails is not None:
+            self.emails.wake()
         log.info("account created entity_id=%s", user.entity_id.hex)
         return user
 
@@ -139,5 +149,13 @@ class Accounts:
             raise APIError(422, "weak_password", problem)
         if not (await self.verify_password(user.password_hash, existing)).ok:
             raise APIError(400, "bad_request", "Provided existing password is invalid")
-        await self._store_hash(user.id, await self.hash_password(new))
+        new_hash = await self.hash_password(new)
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(User).where(User.id == user.id).values(password_hash=new_hash)
+            )
+            if self.emails is not None:
+                await self.emails.password_changed(session, user)
+        if self.emails is not None:
+            self.emails.wake()
         log.info("password changed entity_id=%s", user.entity_id.hex)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from issuer.issuance.broker import LocalBroker, Snapshot
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import ACTIVE_STATES, ALLOWED_FROM, State
 from issuer.ops.metrics import TRANSITIONS
+from issuer.outbox.service import enqueue_event
 
 log = logging.getLogger(__name__)
 EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
@@ -57,6 +59,7 @@ class IssuanceService:
         self.db = db
         self._agent = agent
         self.broker = broker
+        self.wake_outbox: Callable[[], None] = lambda: None
         self.offer_timeout = timedelta(seconds=offer_timeout)
         self.invitation_timeout = timedelta(seconds=invitation_timeout)
 
@@ -108,8 +111,20 @@ class IssuanceService:
             if row is None:
                 return None
             snapshot = row.snapshot()
+            if target is State.ACCEPTED:
+                enqueue_event(
+                    session,
+                    "credential.accepted",
+                    {
+                        "session_id": row.id,
+                        "exchange_id": row.exchange_id,
+                        "language": row.language,
+                    },
+                )
             await self.broker.stage(session, snapshot)
         self.broker.committed(snapshot)
+        if target is State.ACCEPTED:
+            self.wake_outbox()
         TRANSITIONS.labels(target.value).inc()
         log.info("issuance %s… → %s", session_id[:8], target)
         return snapshot
