@@ -73,3 +73,16 @@ async def test_openapi_documents_the_json_routes(client: Any) -> None:
     spec = await (await client.get("/openapi.json")).get_json()
     for path in ("/name", "/check_connection/", "/loading/", "/health", "/health/ready"):
         assert path in spec["paths"], path
+
+
+async def test_access_log_names_routes_not_paths_with_secrets(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cr3t-token-value"
+    with caplog.at_level("INFO", logger="issuer.access"):
+        await client.get(f"/reset_password/{secret}/dWlk")
+        await client.get("/health")
+    lines = [r.getMessage() for r in caplog.records if r.name == "issuer.access"]
+    assert any("/reset_password/<" in line and " 200 " in line for line in lines)
+    assert any(line.startswith("GET /health 200") for line in lines)
+    assert all(secret not in line for line in caplog.text.splitlines())

@@ -6,6 +6,7 @@ the originals' ``message`` texts (CONTRACTS.md §2–§5).
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -34,10 +35,12 @@ from issuer.accounts.schemas import (
 from issuer.accounts.service import Accounts, NewAccount
 from issuer.errors import APIError, ErrorBody
 from issuer.lib.body import is_form, read_body
+from issuer.outbox.templates import LANGUAGES as EMAIL_LANGUAGES
 
 blueprint = Blueprint("accounts", __name__)
 MINUTE = timedelta(minutes=1)
 REGISTERED = "User registered successfully"
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe ids
 SIGNED_UP = "User successfully created and a confirmation email has been sent via email."
 
 
@@ -76,7 +79,9 @@ async def register() -> Any:
     user = await accounts().register(
         NewAccount(body.password, body.email, body.username, body.first_name, body.last_name)
     )
-    if user is None and body.username:
+    # Only a taken username is said so; a taken email (even next to a new username) answers
+    # like a new account, so registering cannot reveal who has one (ASVS 6.3.8).
+    if user is None and body.username and await accounts().find("username", body.username):
         raise APIError(409, "user_exists", "User registered already, Please login")
     status = 201 if request.path.startswith("/auth/") else 200
     return RegisteredOut(message=REGISTERED), status
@@ -106,8 +111,10 @@ async def signup() -> RegisteredOut:
     if body.login_method not in (None, "signup"):
         raise APIError(400, "bad_request", "Invalid login method")
     check_identifiers(None, body.email)
+    # Emails go out in the language the browser asked for (Accept-Language), English otherwise.
+    language = request.accept_languages.best_match(EMAIL_LANGUAGES) or "en"
     await accounts().register(
-        NewAccount(body.password, body.email, None, body.first_name, body.last_name)
+        NewAccount(body.password, body.email, None, body.first_name, body.last_name, language)
     )
     return RegisteredOut(message=SIGNED_UP)
 
@@ -117,6 +124,7 @@ async def signup() -> RegisteredOut:
 @rate_limit(limits=LOGIN_LIMITS)
 @document_request(LoginIn)
 @validate_response(LoginOut)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
@@ -153,8 +161,10 @@ async def login() -> Any:
 @rate_limit(30, MINUTE, key_function=ip_key)
 @document_request(RefreshIn)
 @validate_response(TokensOut)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 422)
+@document_response(ErrorBody, 429)
 async def refresh_tokens() -> TokensOut:
     """Rotate the refresh token: a new access and refresh token (RFC 6749 §6).
 
@@ -176,6 +186,7 @@ async def refresh_tokens() -> TokensOut:
 @login_required
 @validate_response(Message)
 @document_response(ErrorBody, 401)
+@document_response(ErrorBody, 403)
 async def logout() -> Any:
     """End this login: its tokens and browser cookie stop working everywhere."""
     current = await principal()
@@ -201,11 +212,15 @@ async def list_sessions() -> SessionsOut:
 @login_required
 @validate_response(Message)
 @document_response(ErrorBody, 401)
+@document_response(ErrorBody, 403)
 @document_response(ErrorBody, 404)
 async def end_session(session_id: str) -> Message:
     """End one of your sessions; someone else's (or an unknown) id answers 404."""
     current = await principal()
-    if not await sessions().end(current.user.id, session_id):
+    # Not one of our ids (NUL bytes, say): no such session, without asking the database.
+    if not SESSION_ID.fullmatch(session_id) or not await sessions().end(
+        current.user.id, session_id
+    ):
         raise APIError(404, "not_found", "No such session.")
     return Message(message="Session ended.")
 
@@ -217,7 +232,9 @@ async def end_session(session_id: str) -> Message:
 @validate_response(Message)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
+@document_response(ErrorBody, 403)
 @document_response(ErrorBody, 422)
+@document_response(ErrorBody, 429)
 async def update_password() -> Message:
     """Change your password (the current one is required); ends your other sessions."""
     body = await read_body(UpdatePasswordIn)

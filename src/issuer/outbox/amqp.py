@@ -3,6 +3,8 @@ messages and publisher confirms (a publish returns only once the broker has take
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -20,15 +22,21 @@ class EventPublisher:
         self._timeout = timeout
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
+        # A batch is published concurrently: one connection for all, not one each.
+        self._lock = asyncio.Lock()
 
     async def _ready(self) -> AbstractExchange:
-        if self._exchange is None or self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect_robust(self._url, timeout=self._timeout)
-            channel = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await channel.declare_exchange(
-                self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-        return self._exchange
+        async with self._lock:
+            if self._exchange is None or self._connection is None or self._connection.is_closed:
+                # Close a broken connection first: a robust one left behind reconnects on its
+                # own and stays open for ever (one leaked connection per broker outage).
+                await self.close()
+                self._connection = await aio_pika.connect_robust(self._url, timeout=self._timeout)
+                channel = await self._connection.channel(publisher_confirms=True)
+                self._exchange = await channel.declare_exchange(
+                    self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+            return self._exchange
 
     async def publish(self, event_id: str, topic: str, body: dict[str, Any]) -> None:
         """Publish and wait for the broker's confirm; raises on failure (the outbox retries)."""
@@ -49,6 +57,7 @@ class EventPublisher:
             raise
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-        self._connection = self._exchange = None
+        connection, self._connection, self._exchange = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), self._timeout)

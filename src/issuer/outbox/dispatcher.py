@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from sqlalchemy import or_, select, update
 
 from issuer.db import Database, utcnow
+from issuer.outbox.delivery import NoTransport
 from issuer.outbox.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class Dispatcher:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         now = utcnow()
         values: dict[str, object] = {"last_error": error, "locked_until": None}
-        if message.attempts >= self.max_attempts:
+        # No SMTP server configured is not a failed try: the email waits until there is one.
+        if message.attempts >= self.max_attempts and not isinstance(exc, NoTransport):
             values["failed_at"] = now
             FAILED.labels(message.kind).inc()
             log.error(
@@ -121,10 +123,11 @@ class Dispatcher:
                 message.kind, message.event_id, message.attempts, error,
             )  # fmt: skip
         else:
-            delay = min(self.backoff_base * 2 ** (message.attempts - 1), self.backoff_max)
+            exponent = min(message.attempts - 1, 30)  # waiting without a limit: no overflow
+            delay = min(self.backoff_base * 2**exponent, self.backoff_max)
             values["available_at"] = now + timedelta(seconds=delay)
             log.warning(
-                "outbox %s %s attempt %d failed (%s); retry in %.0fs",
+                "outbox %s %s attempt %d failed (%s); retry in %.1fs",
                 message.kind, message.event_id, message.attempts, error, delay,
             )  # fmt: skip
         async with self.db.transaction() as session:
