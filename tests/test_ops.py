@@ -86,3 +86,12 @@ async def test_access_log_names_routes_not_paths_with_secrets(
     assert any("/reset_password/<" in line and " 200 " in line for line in lines)
     assert any(line.startswith("GET /health 200") for line in lines)
     assert all(secret not in line for line in caplog.text.splitlines())
+
+
+def test_production_refuses_argon2_below_the_owasp_floor() -> None:
+    strong = {"env": "production", "secret_key": "k" * 40, "_env_file": None}
+    with pytest.raises(ValidationError, match="OWASP"):
+        Settings(**strong, argon2_time_cost=1)
+    with pytest.raises(ValidationError, match="OWASP"):
+        Settings(**strong, argon2_memory_kib=8 * 1024)
+    assert Settings(**strong).argon2_memory_kib == 19 * 1024

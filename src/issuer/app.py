@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -11,13 +12,12 @@ from typing import Any
 from quart import Quart
 from quart_auth import QuartAuth
 from quart_rate_limiter import RateLimiter
-from quart_rate_limiter.redis_store import RedisStore
 from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
 from issuer.accounts.cli import register_cli
 from issuer.accounts.emails import AccountEmails
-from issuer.accounts.limits import ip_key
+from issuer.accounts.limits import ExpiringRedisStore, ip_key
 from issuer.accounts.service import Accounts
 from issuer.accounts.sessions import Sessions
 from issuer.config import Settings, split_states
@@ -113,6 +113,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         app.register_blueprint(dev_outbox_bp)
 
     background: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()
 
     @app.before_serving
     async def startup() -> None:
@@ -126,13 +127,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
                 max_delay=settings.poll_max_delay,
             )
         await broker.start()
-        background.append(asyncio.create_task(sweep_forever(service, settings), name="sweeper"))
+        stopping.clear()
+        sweeper = sweep_forever(service, settings, stopping)
+        background.append(asyncio.create_task(sweeper, name="sweeper"))
         dispatcher = app.extensions["dispatcher"]
         background.append(asyncio.create_task(dispatcher.run_forever(), name="outbox"))
 
     @app.after_serving
     async def shutdown() -> None:
-        for task in background:
+        # Let the loops finish what they hold (no transaction cut in half), then insist.
+        stopping.set()
+        app.extensions["dispatcher"].stop()
+        _, late = await asyncio.wait(background, timeout=5)
+        for task in late:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         background.clear()
@@ -180,11 +187,16 @@ async def build_agent(app: Quart, settings: Settings) -> Agent | None:
     return None
 
 
-async def sweep_forever(service: IssuanceService, settings: Settings) -> None:
+async def sweep_forever(
+    service: IssuanceService, settings: Settings, stopping: asyncio.Event
+) -> None:
     """Expire overdue sessions and reconcile ones whose webhooks may have been missed."""
     stale_after = max(3 * settings.sweep_interval, 10.0)
     while True:
-        await asyncio.sleep(settings.sweep_interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), settings.sweep_interval)
+        if stopping.is_set():
+            return
         try:
             await service.expire_due()
             agent = service._agent
@@ -229,7 +241,7 @@ def init_accounts(app: Quart, settings: Settings, db: Database) -> None:
         QUART_AUTH_SALT="issuer browser session",
     )
     QuartAuth(app)
-    store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     RateLimiter(app, store=store, key_function=ip_key)
     register_cli(app)
 

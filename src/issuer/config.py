@@ -133,6 +133,10 @@ class Settings(BaseSettings):
                     "ISSUER_SECRET_KEY is missing or a placeholder; set a long random value"
                 )
             self.secret_key = secrets.token_urlsafe(32)
+        # OWASP's argon2id floor (ASVS 11.4.2) is enforced in production.
+        weak = self.argon2_time_cost < 2 or self.argon2_memory_kib < 19 * 1024
+        if weak and self.env is Environment.PRODUCTION:
+            raise ValueError("argon2 parameters below OWASP's minimum (m=19 MiB, t=2, p=1)")
         if self.agent is None:
             self.agent = (
                 "acapy" if self.acapy_admin_url else "rest" if self.rest_issuer_url else None

@@ -136,6 +136,8 @@ async def test_production_without_smtp_parks_mail_until_smtp_is_configured(
 ) -> None:
     parked = {
         "env": "production",
+        "argon2_memory_kib": 19 * 1024,  # production refuses hashing below OWASP's floor
+        "argon2_time_cost": 2,
         "smtp_host": "",
         "outbox_backoff": 0.05,
         "outbox_backoff_max": 0.1,

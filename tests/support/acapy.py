@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -99,8 +100,10 @@ async def pending_offer(wallet: LocalAgent) -> str:
     return str(max(records, key=lambda r: r["created_at"])["cred_ex_id"])
 
 
-async def decline(wallet: LocalAgent, reason: str = "declined by user") -> None:
-    exchange_id = await pending_offer(wallet)
+async def decline(
+    wallet: LocalAgent, reason: str = "declined by user", exchange_id: str | None = None
+) -> None:
+    exchange_id = exchange_id or await pending_offer(wallet)
     async with httpx.AsyncClient(base_url=wallet.admin_url, timeout=10) as client:
         response = await client.post(
             f"/issue-credential-2.0/records/{exchange_id}/problem-report",
@@ -109,10 +112,74 @@ async def decline(wallet: LocalAgent, reason: str = "declined by user") -> None:
         response.raise_for_status()
 
 
-async def accept(wallet: LocalAgent) -> None:
-    exchange_id = await pending_offer(wallet)
+async def accept(wallet: LocalAgent, exchange_id: str | None = None) -> None:
+    exchange_id = exchange_id or await pending_offer(wallet)
     async with httpx.AsyncClient(base_url=wallet.admin_url, timeout=10) as client:
         response = await client.post(
             f"/issue-credential-2.0/records/{exchange_id}/send-request", json={}
         )
         response.raise_for_status()
+
+
+async def admin_get(agent: LocalAgent, path: str, **params: str) -> Any:
+    """GET from an agent's admin API (with the admin key if it has one); None on 404."""
+    headers = {"X-API-Key": agent.spec.admin_api_key} if agent.spec.admin_api_key else {}
+    async with httpx.AsyncClient(base_url=agent.admin_url, headers=headers, timeout=10) as client:
+        response = await client.get(path, params=params)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
+
+
+async def issuer_record(agents: Agents, exchange_id: str) -> dict[str, Any]:
+    """The issuer's ``cred_ex_record`` for ``exchange_id``."""
+    body = await admin_get(agents.issuer, f"/issue-credential-2.0/records/{exchange_id}")
+    assert body is not None, f"the issuer has no record {exchange_id}"
+    return body["cred_ex_record"]  # type: ignore[no-any-return]
+
+
+async def issuer_connection_active(agents: Agents, invitation_msg_id: str) -> bool:
+    body = await admin_get(agents.issuer, "/connections", invitation_msg_id=invitation_msg_id)
+    return any(r.get("state") == "active" for r in body["results"])
+
+
+async def wallet_record(wallet: LocalAgent, thread_id: str) -> dict[str, Any] | None:
+    """The wallet's side of the exchange on ``thread_id`` (None until its offer arrived)."""
+    body = await admin_get(wallet, "/issue-credential-2.0/records", thread_id=thread_id)
+    results = body["results"]
+    return results[0]["cred_ex_record"] if results else None
+
+
+class WebhookSink:
+    """Takes the issuer's webhooks (on ``agents.webhook_port``) while no portal may see them.
+
+    Answering them stops ACA-Py from retrying them 10 s later into whichever app listens then.
+    """
+
+    def __init__(self) -> None:
+        from quart import Quart, request
+
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._arrived = asyncio.Condition()
+        self.app = Quart("webhook_sink")
+
+        @self.app.post("/webhooks/topic/<topic>/")
+        async def webhook(topic: str) -> dict[str, bool]:
+            async with self._arrived:
+                self.events.append((topic, await request.get_json()))
+                self._arrived.notify_all()
+            return {"ok": True}
+
+    def states(self, topic: str, key: str, value: str) -> list[str]:
+        """The states the issuer reported on ``topic`` for the record whose ``key`` is ``value``."""
+        return [str(b.get("state")) for t, b in self.events if t == topic and b.get(key) == value]
+
+    async def wait_for(
+        self, topic: str, key: str, value: str, state: str, timeout: float = 5
+    ) -> None:
+        """Wait until the issuer reported ``state`` for that record."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: state in self.states(topic, key, value)), timeout
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,31 @@ from hypercorn.config import Config
 from quart import Quart
 
 ROOT = Path(__file__).resolve().parents[2]
+# Hypercorn keeps a closed websocket's ping task alive for up to ``websocket_ping_interval``
+# (20 s), and shutdown waits ``graceful_timeout`` (10 s) for it: tests that used websockets stop
+# their servers faster with this.
+SHORT_GRACE = ("--graceful-timeout", "2")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its living descendants, parents first (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
 
 
 class InProcessServer:
@@ -71,11 +97,20 @@ class InProcessServer:
 class ServerProcess:
     """``hypercorn 'issuer:create_app()'`` as its own process, configured through ``env``."""
 
-    def __init__(self, port: int, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+    def __init__(
+        self,
+        port: int,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        """``args``: extra hypercorn options, after ``--config hypercorn.toml``."""
         self.port = port
         self.env = env
         self.log_path = log_path
         self.workers = workers
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,7 +122,7 @@ class ServerProcess:
         command = [
             hypercorn, "--config", str(ROOT / "hypercorn.toml"),
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-            "issuer:create_app()",
+            *self.args, "issuer:create_app()",
         ]  # fmt: skip
         env = {**os.environ, "PORT": str(self.port), **self.env}
         with open(self.log_path, "ab") as log:
@@ -123,3 +158,32 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+def started_at(pid: int) -> str | None:
+    """The process's start time (``/proc/PID/stat`` field 22), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def stop_gracefully(server: ServerProcess, timeout: float = 20.0) -> None:
+    """Stop ``server`` the way ``docker stop`` does, then kill whatever of it is left.
+
+    SIGTERM to hypercorn's main process only: it tells its workers to shut down, so the app's
+    ``after_serving`` runs (a worker signalled directly dies on the spot). Children that live in
+    their own sessions (the local ACA-Py agents) and outlive it are killed by pid.
+    """
+    if server.proc is None:
+        return
+    children = [(pid, started_at(pid)) for pid in process_tree(server.proc.pid)[1:]]
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout)
+    server.stop()
+    for pid, start in children:
+        if start is not None and started_at(pid) == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

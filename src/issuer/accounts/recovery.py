@@ -76,6 +76,7 @@ async def verify_email(token: str, uidb64: str) -> VerifiedOut:
 @rate_limit(5, MINUTE, key_function=ip_key)
 @document_request(EmailIn)
 @validate_response(Message)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
 async def resend_confirmation() -> Message:
@@ -88,6 +89,7 @@ async def resend_confirmation() -> Message:
 @rate_limit(5, MINUTE, key_function=ip_key)
 @document_request(EmailIn)
 @validate_response(Message)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
 async def forgot_password() -> Message:

@@ -8,7 +8,11 @@ so N concurrent registrations of one identifier make exactly one account.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +28,21 @@ from issuer.errors import APIError
 from issuer.lib.passwords import PasswordHashing, UnsafeHash, Verification, password_problem
 
 log = logging.getLogger("issuer.audit")
+# How much lower the hashing threads run (nice increment). With as many hashing threads as cores
+# at the loop's priority, a login storm takes the event loop's CPU and every other request waits
+# (the loop shares its process's scheduling group with them). Lower, they still get all the CPU
+# the loop leaves; login throughput is unchanged.
+HASH_THREAD_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    """Thread-pool initializer: lower this thread's priority (on Linux, nice is per thread)."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):  # not allowed here: hash at the normal priority
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + HASH_THREAD_NICENESS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +59,9 @@ class Accounts:
     def __init__(self, db: Database, hashing: PasswordHashing, threads: int) -> None:
         self.db = db
         self.hashing = hashing
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="argon2", initializer=_lower_thread_priority
+        )
         # Writes the emails and events of account changes in the same transaction.
         self.emails: AccountEmails | None = None
 

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 
 from issuer.accounts.models import LoginSession, User
 from issuer.db import Database, as_utc, utcnow
@@ -29,6 +29,8 @@ REVOKED = "Token blacklisted. Please log in again."
 
 
 def unauthorized(message: str, code: str = "unauthorized") -> APIError:
+    """A 401 in the one error shape; every refusal is an audit event (ASVS 16.3.1)."""
+    log.info("authentication refused: %s", code)
     return APIError(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="issuer"'})
 
 
@@ -68,12 +70,14 @@ class Sessions:
         # Refresh last_seen_at at most this often: a write per request would cost throughput.
         self.touch_every = min(timedelta(seconds=60), self.idle_timeout / 4)
 
-    def _tokens(self, user: User, row: LoginSession) -> tuple[TokenPair, Claims]:
+    def _tokens(
+        self, user: User, row: LoginSession, refresh_jti: str | None = None
+    ) -> tuple[TokenPair, Claims]:
         sub = user.entity_id.hex
         access, claims = self.codec.issue(Purpose.ACCESS, sub=sub, sid=row.id, ttl=self.access_ttl)
         remaining = (as_utc(row.expires_at) - utcnow()).total_seconds()
         refresh, refresh_claims = self.codec.issue(
-            Purpose.REFRESH, sub=sub, sid=row.id, ttl=max(1, remaining)
+            Purpose.REFRESH, sub=sub, sid=row.id, ttl=max(1, remaining), jti=refresh_jti
         )
         return TokenPair(access, refresh, claims.exp, row.id), refresh_claims
 
@@ -152,9 +156,13 @@ class Sessions:
         except TokenInvalid as exc:
             raise unauthorized(INVALID, "invalid_token") from exc
         principal = await self.resolve_session(claims.sid)
-        pair, new_refresh = self._tokens(principal.user, principal.session)
+        new_jti = secrets.token_urlsafe(16)
         now = utcnow()
         grace_start = now - self.refresh_grace
+        # The current token rotates. The immediately previous one (the other tab of a concurrent
+        # refresh) gets the current one again rather than a new branch: a forked chain would make
+        # the next refresh of either tab look like a replay and end the login.
+        is_current = LoginSession.refresh_jti == claims.jti
         async with self.db.transaction() as session:
             rotated = await session.execute(
                 update(LoginSession)
@@ -169,16 +177,24 @@ class Sessions:
                     )
                 )
                 .values(
-                    previous_refresh_jti=LoginSession.refresh_jti,
-                    refresh_jti=new_refresh.jti,
-                    rotated_at=now,
+                    previous_refresh_jti=case(
+                        (is_current, LoginSession.refresh_jti),
+                        else_=LoginSession.previous_refresh_jti,
+                    ),
+                    refresh_jti=case((is_current, new_jti), else_=LoginSession.refresh_jti),
+                    rotated_at=case((is_current, now), else_=LoginSession.rotated_at),
                     last_seen_at=now,
                 )
+                .returning(LoginSession.refresh_jti)
+                .execution_options(synchronize_session=False)
             )
-        if rotated.rowcount != 1:  # type: ignore[attr-defined]
+            current_jti = rotated.scalar_one_or_none()
+        if current_jti is None:
             await self.revoke(claims.sid, "refresh_token_reuse")
             log.warning("refresh token reuse: login sid=%s… revoked", claims.sid[:6])
             raise unauthorized(REVOKED, "refresh_token_reused")
+        log.info("tokens refreshed sid=%s…", claims.sid[:6])
+        pair, _ = self._tokens(principal.user, principal.session, refresh_jti=current_jti)
         return pair
 
     async def revoke(self, sid: str, reason: str) -> None:
@@ -201,7 +217,9 @@ class Sessions:
             statement = statement.where(LoginSession.id != keep)
         async with self.db.transaction() as session:
             result = await session.execute(statement)
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        ended = int(result.rowcount)  # type: ignore[attr-defined]
+        log.info("sessions of user %s ended (%s): %d", user_id, reason, ended)
+        return ended
 
     async def active(self, user_id: int) -> list[LoginSession]:
         now = utcnow()
@@ -224,4 +242,6 @@ class Sessions:
                 .where(LoginSession.revoked_at.is_(None))
                 .values(revoked_at=utcnow(), revoked_reason="ended_by_user")
             )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        ended = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        log.info("session sid=%s… ended by its user: %s", sid[:6], ended)
+        return ended

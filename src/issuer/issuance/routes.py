@@ -24,6 +24,7 @@ from issuer.errors import APIError, ErrorBody
 from issuer.issuance.agents.acapy import connection_is_active, exchange_status
 from issuer.issuance.agents.base import AgentUnavailable
 from issuer.issuance.i18n import LANGUAGES, texts
+from issuer.issuance.models import IssuanceSession
 from issuer.issuance.schemas import (
     AcceptanceCheck,
     ConnectionCheck,
@@ -33,6 +34,7 @@ from issuer.issuance.schemas import (
 )
 from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
+from issuer.lib.body import json_body
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.lib.qr import qr_svg
 from issuer.ops.metrics import WEBSOCKETS
@@ -169,11 +171,7 @@ async def submit_name() -> Any:
 @document_response(ErrorBody, 404)
 async def check_connection() -> ConnectionCheck:
     """The original's connection poll: ``{"status": "connected" | "not connected"}``."""
-    session_id = current_id()
-    note_listener(session_id)
-    row = await service().get(session_id)
-    if row is None:
-        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
+    row = await polled_session()
     connected = row.state not in (State.INVITED, State.EXPIRED, State.FAILED)
     return ConnectionCheck(status="connected" if connected else "not connected")
 
@@ -184,11 +182,7 @@ async def check_connection() -> ConnectionCheck:
 @document_response(ErrorBody, 404)
 async def check_acceptance() -> AcceptanceCheck:
     """The original's acceptance poll: ``{"status": "accepted" | "not accepted"}``."""
-    session_id = current_id()
-    note_listener(session_id)
-    row = await service().get(session_id)
-    if row is None:
-        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
+    row = await polled_session()
     return AcceptanceCheck(status="accepted" if row.state == State.ACCEPTED else "not accepted")
 
 
@@ -201,6 +195,17 @@ async def current_state() -> SessionState:
     if row is None:
         raise APIError(404, "no_session", "There is no issuance session; open the start page.")
     return SessionState(**row.snapshot())
+
+
+async def polled_session() -> IssuanceSession:
+    """The cookie's current session for the original's polling routes; its poller is kept alive
+    while the session is still going (agents without events)."""
+    row = await service().get(current_id())
+    if row is None:
+        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
+    if row.state not in FINAL_STATES:
+        note_listener(row.id)
+    return row
 
 
 def origin_allowed(origin: str | None, host: str | None) -> bool:
@@ -266,7 +271,7 @@ async def agent_webhook(topic: str) -> WebhookAck:
     given = request.headers.get("X-API-Key", "")
     if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
         raise APIError(401, "unauthorized", "Missing or wrong webhook key.")
-    body = await request.get_json(silent=True)
+    body = await json_body()
     if not isinstance(body, dict):
         raise APIError(400, "bad_request", "The webhook body must be a JSON object.")
     svc = service()

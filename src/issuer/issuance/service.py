@@ -288,7 +288,9 @@ class IssuanceService:
         elif row.state == State.OFFERED and row.exchange_id:
             exchange = await agent.exchange_state(row.exchange_id)
             target = EXCHANGE_TO_STATE.get(exchange.status)
-            if target and await self.transition(row.id, target, error=exchange.detail):
+            # REST agents report the state word even on success; only failures carry an error.
+            error = None if target is State.ACCEPTED else exchange.detail
+            if target and await self.transition(row.id, target, error=error):
                 return await self.get(row.id)
         return None
 

@@ -16,8 +16,10 @@ from argon2.low_level import Type
 
 MIN_LENGTH = 8  # ASVS 6.2.1
 MAX_LENGTH = 1024  # long passphrases welcome (6.2.9); bounded so hashing stays cheap
-MAX_MEMORY_KIB = 256 * 1024
-MAX_TIME_COST = 10
+# Stored hashes beyond these would make one verify cost ~0.1 s or more: refused, not verified.
+MAX_MEMORY_KIB = 64 * 1024
+MAX_TIME_COST = 4
+MAX_PARALLELISM = 4
 MAX_BCRYPT_COST = 14
 
 
@@ -79,11 +81,11 @@ class PasswordHashing:
 def _check_argon2_parameters(stored: str) -> None:
     try:
         params = dict(p.split("=") for p in stored.split("$")[3].split(","))
-        memory, time_cost = int(params["m"]), int(params["t"])
+        memory, time_cost, lanes = int(params["m"]), int(params["t"]), int(params["p"])
     except (IndexError, KeyError, ValueError) as exc:
         raise UnsafeHash("malformed argon2 hash") from exc
-    if memory > MAX_MEMORY_KIB or time_cost > MAX_TIME_COST:
-        raise UnsafeHash(f"argon2 parameters m={memory} t={time_cost} are too costly")
+    if memory > MAX_MEMORY_KIB or time_cost > MAX_TIME_COST or lanes > MAX_PARALLELISM:
+        raise UnsafeHash(f"argon2 parameters m={memory} t={time_cost} p={lanes} are too costly")
 
 
 def password_problem(password: str) -> str | None:

@@ -51,10 +51,12 @@ class TokenCodec:
         self._issuer = issuer
         self._audience = audience
 
-    def issue(self, purpose: Purpose, *, sub: str, sid: str, ttl: float) -> tuple[str, Claims]:
-        """A signed token valid for ``ttl`` seconds, and its claims."""
+    def issue(
+        self, purpose: Purpose, *, sub: str, sid: str, ttl: float, jti: str | None = None
+    ) -> tuple[str, Claims]:
+        """A signed token valid for ``ttl`` seconds, and its claims (a fresh ``jti`` by default)."""
         now = int(time.time())
-        claims = Claims(sub, sid, secrets.token_urlsafe(16), now, now + int(ttl), purpose)
+        claims = Claims(sub, sid, jti or secrets.token_urlsafe(16), now, now + int(ttl), purpose)
         payload: dict[str, Any] = {
             "sub": sub,
             "sid": sid,

@@ -51,19 +51,27 @@ class Dispatcher:
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """Something was just committed: look now instead of at the next poll."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from ``run_forever`` (graceful shutdown: a
+        transaction cut by cancellation can leave SQLite's write lock behind)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run_forever(self) -> None:
-        while True:
+        self._stopping = False
+        while not self._stopping:
             try:
                 busy = await self.run_once()
             except Exception:
                 log.exception("outbox dispatch failed; retrying")
                 busy = 0
-            if busy < self.batch:
+            if busy < self.batch and not self._stopping:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)

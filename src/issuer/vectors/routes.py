@@ -41,6 +41,7 @@ def vector_for(sentence: str) -> list[float]:
 @token_required
 @document_request(SentenceIn)
 @document_response(list[float], 200)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)

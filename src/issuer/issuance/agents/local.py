@@ -82,12 +82,13 @@ class LocalAgentSpec:
             "--no-ledger",
             "--wallet-type", "askar",
             "--wallet-name", f"w{secrets.token_hex(6)}",
-            "--wallet-key", secrets.token_urlsafe(24),
+            # "--opt=value": a random value may start with "-", which argparse takes for an option.
+            f"--wallet-key={secrets.token_urlsafe(24)}",
             "--wallet-key-derivation-method", "kdf:argon2i:int",
             "--auto-provision", "--recreate-wallet",
         ]  # fmt: skip
         if self.admin_api_key:
-            args += ["--admin-api-key", self.admin_api_key]
+            args.append(f"--admin-api-key={self.admin_api_key}")
         else:
             args.append("--admin-insecure-mode")
         if self.webhook_url:
