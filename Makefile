@@ -56,6 +56,8 @@ run: install acapy .env migrate
 
 test: install acapy browser
 	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
