@@ -56,13 +56,13 @@ run: install acapy .env migrate
 
 test: install acapy browser
 	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi
-	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff check
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench alembic
-	$(BIN)/ruff format --check src tests bench alembic
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 typecheck: install
 	$(BIN)/mypy
