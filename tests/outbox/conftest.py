@@ -198,15 +198,3 @@ async def outbox(app: Quart, kind: str | None = None) -> list[OutboxMessage]:
 async def mails_to(app: Quart, address: str) -> list[OutboxMessage]:
     """The outbox emails addressed to ``address``."""
     return [m for m in await outbox(app, "email") if m.payload["to"] == address]
-
-
-async def wait_until(probe: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Await ``probe()`` until it returns something truthy; that value (or fail at timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)

@@ -23,8 +23,9 @@ from issuer.issuance.states import State
 from issuer.outbox.amqp import EventPublisher
 from tests.accounts.conftest import PASSWORD, bearer, running
 from tests.fakes import FakeAgent
-from tests.outbox.conftest import Mailbox, outbox, wait_until
+from tests.outbox.conftest import Mailbox, outbox
 from tests.outbox.test_flows import NEW_PASSWORD, new_email, path_of, signup
+from tests.support.portal import wait_until
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
 AMQP = f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/"

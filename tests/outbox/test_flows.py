@@ -18,7 +18,8 @@ from sqlalchemy import update
 from issuer.accounts.models import OneTimeToken
 from issuer.db import utcnow
 from tests.accounts.conftest import PASSWORD, assert_error, bearer, from_ip
-from tests.outbox.conftest import BASE_URL, Mail, Mailbox, mails_to, rows, wait_until
+from tests.outbox.conftest import BASE_URL, Mail, Mailbox, mails_to, rows
+from tests.support.portal import wait_until
 
 SIGNED_UP = "User successfully created and a confirmation email has been sent via email."
 CONFIRMED = "You have confirmed your account. Thanks!"

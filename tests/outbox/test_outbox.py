@@ -31,9 +31,9 @@ from tests.outbox.conftest import (
     free_port,
     mails_to,
     outbox,
-    wait_until,
 )
 from tests.outbox.test_flows import new_email, signup
+from tests.support.portal import wait_until
 
 UNREACHABLE = "http://127.0.0.1:9"  # a development app needs an agent; this one is never called
 

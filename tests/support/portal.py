@@ -66,7 +66,11 @@ async def next_state(ws: Any, timeout: float = 10) -> str:
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 10, interval: float = 0.05, what: str
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 10,
+    interval: float = 0.05,
+    what: str = "the condition",
 ) -> Any:
     """Poll ``probe`` (for systems that push nothing to us) until it returns a truthy value."""
     deadline = time.monotonic() + timeout
