@@ -95,3 +95,13 @@ def test_production_refuses_argon2_below_the_owasp_floor() -> None:
     with pytest.raises(ValidationError, match="OWASP"):
         Settings(**strong, argon2_memory_kib=8 * 1024)
     assert Settings(**strong).argon2_memory_kib == 19 * 1024
+
+
+async def test_a_dead_database_answers_503_not_500(overrides: dict[str, Any]) -> None:
+    app = create_app({**overrides, "database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/x"})
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        response = await client.post("/register", json={"username": "ada", "password": "x" * 12})
+        assert response.status_code == 503
+        body = await response.get_json()
+        assert body["error"] == "database_unavailable" and response.headers["Retry-After"]

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,25 @@ def register_error_handlers(app: Quart) -> None:
         kept = {"allow", "retry-after"}
         headers = {k: v for k, v in exc.get_headers() if k.lower() in kept}
         return error_response(status, _code_for(exc), exc.description or exc.name, None, headers)
+
+    @app.errorhandler(SQLAlchemyTimeout)
+    async def handle_pool_exhausted(exc: SQLAlchemyTimeout) -> Response:
+        # Every pooled connection stayed busy past the pool timeout: overload, not a bug.
+        log.warning("database pool exhausted: %s", exc)
+        return error_response(
+            503, "busy", "The server is busy; please try again.", None, {"Retry-After": "2"}
+        )
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(ConnectionError)
+    async def handle_database_unavailable(exc: Exception) -> Response:
+        # The database is down (asyncpg raises the socket's ConnectionRefusedError as it is) or
+        # locked (SQLite under a write burst): try again shortly.
+        log.warning("database unavailable: %s", getattr(exc, "orig", exc))
+        return error_response(
+            503, "database_unavailable", "The database is busy or down; please try again.",
+            None, {"Retry-After": "2"},
+        )  # fmt: skip
 
     @app.errorhandler(Exception)
     async def handle_unexpected(exc: Exception) -> Response:
