@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     rest_declined_states: str = "DECLINED,REJECTED,ABANDONED"
     rest_failed_states: str = "FAILED,ERROR"
     # Polling backoff for the REST adapter, seconds: first delay, factor, ceiling.
-    poll_initial_delay: float = 0.5
-    poll_backoff: float = 1.5
+    poll_initial_delay: float = 2.0
+    poll_backoff: float = 1.15
     poll_max_delay: float = 5.0
 
     # --- the credential --------------------------------------------------------------------

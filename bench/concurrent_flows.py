@@ -1,0 +1,281 @@
+"""500 concurrent issuance flows against an agent that adds 200 ms to every call.
+
+What is measured: the wall time for 500 browsers that all start at the same moment to complete
+the whole flow, compared with the latency bound measured in the same run.
+
+One flow, as the browser sees it: ``GET /`` (the app asks the agent for an invitation: round trip
+1) → websocket open → ``connected`` (the agent posts the ``connections`` webhook 200 ms after it
+answered ``create-invitation``: round trip 2, the holder scanning instantly) → ``POST /name`` (the
+app sends the offer: round trip 3) → ``accepted`` (the agent posts the ``issue_credential_v2_0``
+``done`` webhook 200 ms after it answered ``send-offer``: round trip 4). So one flow needs
+``ROUND_TRIPS = 4`` sequential agent round trips of 200 ms.
+
+Bound = ``ROUND_TRIPS × 200 ms + t_alone``, where ``t_alone`` is the measured time of one flow
+alone against the same stub *without* added latency (the app's own processing time), so that the
+latency is not counted twice. (The stub then still waits ``QUIET`` = 50 ms before each of its two
+webhooks, which is subtracted: an event that overtakes the answer that created its record costs
+the app a 250 ms retry, a race a real holder never wins.) Target: 500 concurrent flows take ≤ 2×
+the bound. The looser reading (``t_alone`` measured *with* the 200 ms agent) is printed too, and
+so is the app's CPU time per step of one flow: ``flows × CPU per flow`` is a floor no amount of
+concurrency can beat on one worker.
+
+Webhooks: the stub (``bench.fake_acapy``) posts them itself, on its own clock, as the real agent
+does — not the bench — so the app sees the agent's traffic pattern (events arriving from another
+process while its own calls are in flight) and the bench only plays the browsers. By default it
+posts only the two events the app acts on; ``--all-webhooks`` posts ACA-Py's whole sequence
+(11 per flow). The app runs as in production: hypercorn with ``hypercorn.toml`` (one worker),
+SQLite unless ``--database postgresql``. CPU seconds used by each process during the run are
+printed, since everything shares 2 cores.
+
+Run alone: ``python -m bench.concurrent_flows [--flows 500] [--latency 0.2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+import uvloop
+
+from bench import portal
+from bench.common import (
+    WEBHOOK_KEY,
+    AppServer,
+    Check,
+    CpuMeter,
+    Report,
+    StubProcess,
+    app_env,
+    fmt,
+    heading,
+    hypercorn_backlog,
+    listen_overflows,
+    raise_nofile,
+    scratch_database,
+    summarize,
+    thread_cpu_ns,
+)
+
+ROUND_TRIPS = 4
+QUIET = 0.05
+TARGET_RATIO = 2.0
+FLOW_TIMEOUT = 120.0
+
+STEPS = (
+    "GET / (session, invitation, QR page)",
+    "websocket open + catch-up read-back",
+    "connections webhook → 'connected' push",
+    "POST /name (credential offer)",
+    "final webhook → 'accepted' push",
+)
+
+
+async def flow(http: Any, base_url: str) -> float:
+    """One browser's whole flow; returns its duration in seconds."""
+    started = time.perf_counter()
+    visitor = await portal.open_session(http)
+    page = await portal.open_page(base_url, visitor, timeout=FLOW_TIMEOUT)
+    try:
+        await page.reach("connected", timeout=FLOW_TIMEOUT)
+        await portal.submit_name(http, visitor)
+        finished = await page.reach("accepted", timeout=FLOW_TIMEOUT)
+    finally:
+        await page.close()
+    return finished - started
+
+
+async def step_costs(base_url: str, workers: list[int], flows: int = 10) -> dict[str, float]:
+    """The app workers' CPU ms per step of one flow, flows run alone with quiet gaps.
+
+    Needs the stub to post its webhooks ~0.15 s after each call (``connect_after`` and
+    ``accept_after``), so that every step has finished before the next begins.
+    """
+    used = dict.fromkeys(STEPS, 0.0)
+    async with portal.client(base_url, 4) as http:
+        for _ in range(flows):
+            mark = sum(map(thread_cpu_ns, workers))
+
+            def lap(step: str) -> None:
+                nonlocal mark
+                now = sum(map(thread_cpu_ns, workers))
+                used[step] += (now - mark) / 1e6 / flows
+                mark = now
+
+            visitor = await portal.open_session(http)
+            lap(STEPS[0])
+            page = await portal.open_page(base_url, visitor)
+            await page.reach("invited")
+            await asyncio.sleep(0.05)
+            lap(STEPS[1])
+            await page.reach("connected")
+            lap(STEPS[2])
+            await portal.submit_name(http, visitor)
+            lap(STEPS[3])
+            await page.reach("accepted")
+            await asyncio.sleep(0.02)
+            lap(STEPS[4])
+            await page.close()
+    return used
+
+
+async def alone(base_url: str, count: int) -> float:
+    """Median time of ``count`` flows run one after the other."""
+    async with portal.client(base_url, 4) as http:
+        return statistics.median([await flow(http, base_url) for _ in range(count)])
+
+
+async def concurrently(base_url: str, flows: int) -> tuple[float, list[float], Counter[str]]:
+    """All ``flows`` at once: wall time, durations of the completed ones, failures by kind."""
+    async with portal.client(base_url, flows + 10, timeout=FLOW_TIMEOUT) as http:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(flow(http, base_url) for _ in range(flows)), return_exceptions=True
+        )
+        wall = time.perf_counter() - started
+    durations = [r for r in results if isinstance(r, float)]
+    failures = Counter(failure_kind(r) for r in results if isinstance(r, BaseException))
+    return wall, durations, failures
+
+
+def failure_kind(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split(":", 1)[0][:60] if "→" in text else type(exc).__name__
+
+
+def run(
+    flows: int = 500,
+    latency: float = 0.2,
+    database: str = "sqlite",
+    all_webhooks: bool = False,
+    workers: int = 1,
+) -> Report:
+    heading(
+        f"{flows} concurrent flows, agent latency {latency * 1000:.0f} ms, {database}, "
+        f"{workers} worker(s)"
+    )
+    raise_nofile()
+    report = Report("concurrent_flows")
+    with scratch_database(database) as url:
+        app = AppServer("flows-app", {}, workers=workers)
+        stub_args = [
+            "--webhook-url",
+            f"{app.url}/webhooks",
+            "--webhook-key",
+            WEBHOOK_KEY,
+            "--connect-after",
+            str(QUIET),
+            "--accept-after",
+            str(QUIET),
+        ]
+        stub = StubProcess("bench.fake_acapy", *stub_args, *(["--all-webhooks"] * all_webhooks))
+        try:
+            stub.start()
+            app.env = app_env(url, agent="acapy", acapy_admin_url=stub.url)
+            app.start()
+            uvloop.run(alone(app.url, 3))  # warm-up
+            t_alone = uvloop.run(alone(app.url, 5)) - 2 * QUIET
+            stub.configure(connect_after=0.15, accept_after=0.15)
+            steps = uvloop.run(step_costs(app.url, app.worker_pids))
+            stub.configure(latency=latency, connect_after=latency, accept_after=latency)
+            t_alone_latency = uvloop.run(alone(app.url, 3))
+            stub.configure(reset=True)
+            pids = {f"app worker {i + 1}": pid for i, pid in enumerate(app.worker_pids)}
+            pids.update(stub=stub.proc.pid, bench=os.getpid())
+            overflows = listen_overflows()
+            with CpuMeter(pids) as cpu:
+                wall, durations, failures = uvloop.run(concurrently(app.url, flows))
+            overflows = listen_overflows() - overflows
+            stats = stub.stats()
+        finally:
+            app.stop()
+            stub.stop()
+
+    cpu_per_flow = sum(steps.values())
+    cpu_floor = flows * cpu_per_flow / 1000 / min(workers, os.cpu_count() or 1)
+    bound = ROUND_TRIPS * latency + t_alone
+    loose = ROUND_TRIPS * latency + t_alone_latency
+    ratio = wall / bound
+    report.data.update(
+        flows=flows,
+        latency_s=latency,
+        database=database,
+        workers=workers,
+        all_webhooks=all_webhooks,
+        round_trips=ROUND_TRIPS,
+        t_alone_s=t_alone,
+        t_alone_with_latency_s=t_alone_latency,
+        bound_s=bound,
+        loose_bound_s=loose,
+        wall_s=wall,
+        ratio=ratio,
+        loose_ratio=wall / loose,
+        completed=len(durations),
+        failures=dict(failures),
+        per_flow=summarize(durations),
+        cpu_seconds=cpu.used,
+        listen_overflows=overflows,
+        agent=stats,
+        app_cpu_ms_per_step=steps,
+        app_cpu_ms_per_flow=cpu_per_flow,
+        cpu_floor_s=cpu_floor,
+    )
+    print(
+        f"  one flow alone: {t_alone * 1000:.0f} ms without added latency, "
+        f"{t_alone_latency * 1000:.0f} ms with {latency * 1000:.0f} ms per agent call"
+    )
+    print(
+        f"  bound = {ROUND_TRIPS} round trips × {latency * 1000:.0f} ms + {t_alone * 1000:.0f} ms"
+        f" = {bound:.2f} s"
+    )
+    print(
+        f"  {flows} concurrent flows: wall {wall:.2f} s = {ratio:.2f}× the bound "
+        f"({wall / loose:.2f}× the looser bound {loose:.2f} s)"
+    )
+    print(f"  completed {len(durations)}/{flows}; failures: {dict(failures) or 'none'}")
+    print(f"  per flow: {fmt(summarize(durations, 1.0), 's')}")
+    print(
+        f"  agent calls: {stats['requests']}; webhooks posted {stats['webhooks_sent']}, "
+        f"failed {stats['webhooks_failed']}"
+    )
+    print(f"  {cpu.describe()}")
+    print(
+        f"  listen-queue overflows during the run: {overflows} (backlog {hypercorn_backlog()} in "
+        "hypercorn.toml; each dropped connection attempt is retried by the client after 1 s)"
+    )
+    print("  app worker CPU per step of one flow (alone):")
+    for step, ms in steps.items():
+        print(f"    {ms:6.1f} ms  {step}")
+    print(
+        f"    {cpu_per_flow:6.1f} ms  per flow → CPU floor for {flows} flows on {workers} "
+        f"worker(s): {cpu_floor:.1f} s = {cpu_floor / bound:.1f}× the latency bound"
+    )
+    report.checks.append(
+        Check(f"{flows} concurrent flows / latency bound", ratio, TARGET_RATIO, "×")
+    )
+    if failures:
+        report.checks.append(Check(f"failed flows of {flows}", sum(failures.values()), 0, ""))
+    report.save()
+    report.print_checks()
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--all-webhooks", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="more than 1 needs PostgreSQL")
+    args = parser.parse_args()
+    if args.workers > 1 and args.database != "postgresql":
+        parser.error("more than one worker needs --database postgresql (LISTEN/NOTIFY)")
+    run(args.flows, args.latency, args.database, args.all_webhooks, args.workers)
+
+
+if __name__ == "__main__":
+    main()
