@@ -105,14 +105,18 @@ class Sessions:
         log.info("login entity_id=%s sid=%s… kind=%s", user.entity_id.hex, row.id[:6], kind)
         return pair
 
-    async def resolve_token(self, token: str) -> Principal:
-        """The principal behind an access token; 401 with the legacy messages otherwise."""
+    def _claims(self, token: str, purpose: Purpose) -> Claims:
+        """Verified claims of a ``purpose`` token; 401 with the legacy messages otherwise."""
         try:
-            claims = self.codec.decode(token, Purpose.ACCESS)
+            return self.codec.decode(token, purpose)
         except TokenExpired as exc:
             raise unauthorized(EXPIRED, "token_expired") from exc
         except TokenInvalid as exc:
             raise unauthorized(INVALID, "invalid_token") from exc
+
+    async def resolve_token(self, token: str) -> Principal:
+        """The principal behind an access token; 401 with the legacy messages otherwise."""
+        claims = self._claims(token, Purpose.ACCESS)
         principal = await self.resolve_session(claims.sid)
         if principal.user.entity_id.hex != claims.sub:
             raise unauthorized(INVALID, "invalid_token")
@@ -149,12 +153,7 @@ class Sessions:
 
     async def refresh(self, token: str) -> TokenPair:
         """Rotate: a new access and refresh token; a replayed old one revokes the login."""
-        try:
-            claims = self.codec.decode(token, Purpose.REFRESH)
-        except TokenExpired as exc:
-            raise unauthorized(EXPIRED, "token_expired") from exc
-        except TokenInvalid as exc:
-            raise unauthorized(INVALID, "invalid_token") from exc
+        claims = self._claims(token, Purpose.REFRESH)
         principal = await self.resolve_session(claims.sid)
         new_jti = secrets.token_urlsafe(16)
         now = utcnow()
