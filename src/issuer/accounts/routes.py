@@ -10,8 +10,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from quart import Blueprint, Response, current_app, g, redirect, request
-from quart_auth import AuthUser, login_user, logout_user
+from quart import Blueprint, current_app, redirect, request
+from quart_auth import logout_user
 from quart_rate_limiter import rate_limit
 from quart_schema import document_request, document_response, validate_response
 
@@ -253,10 +253,3 @@ async def update_password() -> Message:
 async def auth_status() -> StatusOut:
     """Who am I: 003's ``{"status": "success", "data": {user_id, email, admin, registered_on}}``."""
     return views.status_out((await principal()).user)
-
-
-def login_browser(session_id: str) -> None:
-    login_user(AuthUser(session_id))
-
-
-__all__ = ["Response", "blueprint", "g", "login_browser"]

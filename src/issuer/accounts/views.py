@@ -13,7 +13,6 @@ from issuer.accounts.schemas import LoginIn, RegisterIn, SessionOut, StatusData,
 from issuer.accounts.service import Accounts, NewAccount
 from issuer.accounts.sessions import TokenPair
 from issuer.db import as_utc
-from issuer.errors import APIError
 from issuer.lib.csrf import csrf_token, csrf_valid
 from issuer.lib.passwords import password_problem
 
@@ -101,8 +100,3 @@ async def login_form(body: LoginIn) -> Any:
     login_user(AuthUser(pair.session_id))
     session.pop("csrf_token", None)  # a new token after authentication
     return redirect("/dashboard", 303)
-
-
-def require(condition: bool, status: int, code: str, message: str) -> None:
-    if not condition:
-        raise APIError(status, code, message)

@@ -37,7 +37,7 @@ EXCHANGE_TO_STATE = {
 }
 
 
-def agent_down(exc: Exception | None = None) -> APIError:
+def agent_down() -> APIError:
     return APIError(
         503,
         "agent_unavailable",
@@ -158,7 +158,7 @@ class IssuanceService:
             await self.transition(session_id, State.FAILED, error="agent_unavailable")
             if isinstance(invitation, AgentUnavailable):
                 log.warning("invitation failed: %s", invitation)
-                raise agent_down(invitation)
+                raise agent_down()
             raise invitation
         async with self.db.transaction() as session:
             await session.execute(
@@ -183,7 +183,7 @@ class IssuanceService:
                 row = await self.reconcile(row) or row
             except AgentUnavailable as exc:
                 log.warning("connection check failed: %s", exc)
-                raise agent_down(exc) from exc
+                raise agent_down() from exc
         if row.state != State.CONNECTED or row.connection_id is None:
             raise APIError(409, "not_connected", f"The session is {row.state}, not connected.")
         # Claim the offer atomically so a double submit sends one offer, not two.
@@ -207,7 +207,7 @@ class IssuanceService:
                     .values(attributes=null())  # SQL NULL; None would store JSON 'null'
                 )
             log.warning("offer failed: %s", exc)
-            raise agent_down(exc) from exc
+            raise agent_down() from exc
         now = utcnow()
         snapshot = await self.transition(
             session_id,
