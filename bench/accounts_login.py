@@ -172,6 +172,20 @@ def _task_cpu(path: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def marked_result(proc: subprocess.Popen[str], timeout: float, what: str) -> Any:
+    """Wait for ``proc``; the JSON it printed after ``RESULT_MARK`` (killed on timeout)."""
+    try:
+        output, errors = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    line = next((x for x in output.splitlines() if x.startswith(RESULT_MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{output}\n{errors or ''}")
+    return json.loads(line.removeprefix(RESULT_MARK))
+
+
 class CpuMeter:
     """CPU seconds used between ``start()`` and ``stop()`` by the app workers' event-loop threads
     (``loop``), by their other threads (``threads``: the hash pool; aiosqlite's threads on
@@ -399,16 +413,7 @@ class LoadRun:
 
     def _wait_wrk(self) -> LoadResult:
         assert self._proc is not None
-        try:
-            output, _ = self._proc.communicate(timeout=self.seconds + 60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            raise
-        line = next((x for x in output.splitlines() if x.startswith(RESULT_MARK)), None)
-        if self._proc.returncode != 0 or line is None:
-            raise RuntimeError(f"wrk failed ({self._proc.returncode}):\n{output}")
-        data = json.loads(line.removeprefix(RESULT_MARK))
+        data = marked_result(self._proc, self.seconds + 60, "wrk")
         errors = sum(data[k] for k in ("status", "connect", "read", "write", "timeout"))
         return LoadResult(
             "wrk", self.connections, data["duration_us"] / 1e6,
@@ -565,16 +570,7 @@ class CeilingRun:
 
     def wait(self) -> Ceiling:
         assert self._proc is not None
-        try:
-            output, errors = self._proc.communicate(timeout=self.seconds + 120)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            raise
-        line = next((x for x in output.splitlines() if x.startswith(RESULT_MARK)), None)
-        if self._proc.returncode != 0 or line is None:
-            raise RuntimeError(f"ceiling worker failed ({self._proc.returncode}):\n{errors}")
-        return Ceiling(**json.loads(line.removeprefix(RESULT_MARK)))
+        return Ceiling(**marked_result(self._proc, self.seconds + 120, "ceiling worker"))
 
 
 def measure_ceiling(settings: Any, threads: int, seconds: float) -> Ceiling:

@@ -74,19 +74,26 @@ async def issuer_state_is(agents: Agents, exchange_id: str, *states: str) -> dic
     return record if record["state"] in states else None
 
 
+async def walk_to_offered(
+    app: Any, client: httpx.AsyncClient, ws: Any, wallet: Any, session_id: str, csrf: str
+) -> None:
+    """The wallet scans the QR code, the form is posted: the page hears each step to offered."""
+    assert await next_state(ws) == "invited"
+    row = await stored(app, session_id)
+    await receive_invitation(wallet, row.invitation_url)
+    assert await next_state(ws) == "connected"
+    response = await client.post("/name", data=name_form(csrf), headers=JSON)
+    assert response.status_code == 200, response.text
+    assert await next_state(ws) == "offered"
+
+
 async def test_wallet_accepts_and_the_page_hears_every_step(
     portal: InProcessServer, agents: Agents
 ) -> None:
     async with httpx.AsyncClient(base_url=portal.url) as client:
         session_id, csrf = await open_session(client)
         async with live(portal.port, session_id, cookie_header(client)) as ws:
-            assert await next_state(ws) == "invited"
-            row = await stored(portal.app, session_id)
-            await receive_invitation(agents.holder, row.invitation_url)
-            assert await next_state(ws) == "connected"
-            response = await client.post("/name", data=name_form(csrf), headers=JSON)
-            assert response.status_code == 200, response.text
-            assert await next_state(ws) == "offered"
+            await walk_to_offered(portal.app, client, ws, agents.holder, session_id, csrf)
             assert await next_state(ws) == "accepted"
         assert (await client.get("/loading/")).json() == {"status": "accepted"}
 
@@ -97,13 +104,7 @@ async def test_wallet_declines_and_the_reason_is_stored(
     async with httpx.AsyncClient(base_url=portal.url) as client:
         session_id, csrf = await open_session(client)
         async with live(portal.port, session_id, cookie_header(client)) as ws:
-            assert await next_state(ws) == "invited"
-            row = await stored(portal.app, session_id)
-            await receive_invitation(agents.decliner, row.invitation_url)
-            assert await next_state(ws) == "connected"
-            response = await client.post("/name", data=name_form(csrf), headers=JSON)
-            assert response.status_code == 200, response.text
-            assert await next_state(ws) == "offered"
+            await walk_to_offered(portal.app, client, ws, agents.decliner, session_id, csrf)
             exchange_id = (await stored(portal.app, session_id)).exchange_id
             offer = await offer_on_wallet(agents, exchange_id, agents.decliner)
             assert offer["state"] == "offer-received"
