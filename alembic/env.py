@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from issuer.accounts import models as _accounts_models  # noqa: F401  (registers tables)
-from issuer.db import Base
-from issuer.issuance import models as _issuance_models  # noqa: F401
-from issuer.outbox import models as _outbox_models  # noqa: F401
+from issuer.db import UTCDateTime, load_models
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = load_models()
 
 
 def database_url() -> str:
@@ -37,11 +35,19 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def render_item(kind: str, item: Any, autogen_context: Any) -> str | Literal[False]:
+    """Revisions spell our column types as plain SQLAlchemy ones (no import of the app)."""
+    if kind == "type" and isinstance(item, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def do_run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -14,14 +14,14 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from quart import Quart
-from sqlalchemy import text
 
 from issuer import create_app
+from issuer.db import load_models
+from issuer.services import services_of
 from tests.fakes import FakeAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("issuance_sessions", "outbox", "one_time_tokens", "login_sessions", "users")
 
 
 def migrate(url: str) -> None:
@@ -93,23 +93,19 @@ def overrides(database_url: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def app(overrides: dict[str, Any], fake_agent: FakeAgent) -> AsyncIterator[Quart]:
-    app = create_app(overrides)
+    app = create_app(overrides, agent=fake_agent)
     async with app.test_app():
-        app.extensions["issuance"]._agent = fake_agent
         yield app
         await truncate(app)
 
 
 async def truncate(app: Quart) -> None:
-    async with app.extensions["db"].engine.begin() as conn:
-        for table in TABLES:
-            await conn.execute(text(f"DELETE FROM {table}"))
+    """Empty every table (children first), whatever tables the models define."""
+    async with services_of(app).db.engine.begin() as conn:
+        for table in reversed(load_models().sorted_tables):
+            await conn.execute(table.delete())
 
 
 @pytest.fixture
 def client(app: Quart) -> Any:
     return app.test_client()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.get_event_loop().run_until_complete(coro)

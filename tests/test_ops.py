@@ -23,9 +23,9 @@ async def test_liveness_and_readiness(client: Any, fake_agent: FakeAgent) -> Non
 
 
 async def test_readiness_reports_a_dead_database(overrides: dict[str, Any]) -> None:
-    app = create_app({**overrides, "database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/x"})
+    dead = {**overrides, "database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/x"}
+    app = create_app(dead, agent=FakeAgent())
     async with app.test_app() as test_app:
-        app.extensions["issuance"]._agent = FakeAgent()
         response = await test_app.test_client().get("/health/ready")
         assert response.status_code == 503
         assert (await response.get_json())["database"] == "down"

@@ -1,12 +1,13 @@
-"""``create_app()``: the one place that wires configuration, extensions, database and routes."""
+"""``create_app()``: the one place that wires configuration, extensions, services and routes.
+
+Every object is built complete here, in dependency order; nothing is patched in afterwards.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
-import logging
+import secrets
 from typing import Any
 
 from quart import Quart
@@ -18,17 +19,20 @@ from quart_schema import Info, QuartSchema
 from issuer.accounts.cli import register_cli
 from issuer.accounts.emails import AccountEmails
 from issuer.accounts.limits import ExpiringRedisStore, ip_key
+from issuer.accounts.passwords import Passwords
 from issuer.accounts.service import Accounts
-from issuer.accounts.sessions import Sessions
+from issuer.accounts.sessions import LoginSessions
+from issuer.clock import Clock, SystemClock
 from issuer.config import Settings, split_states
 from issuer.db import Database, asyncpg_dsn
-from issuer.errors import register_error_handlers
+from issuer.idempotency.service import Idempotency
 from issuer.issuance.agents.acapy import AcaPyAgent
 from issuer.issuance.agents.base import Agent
 from issuer.issuance.agents.rest import RestAgent
 from issuer.issuance.broker import LocalBroker, PostgresBroker
+from issuer.issuance.devwallet import LocalAgents
 from issuer.issuance.pollers import Pollers
-from issuer.issuance.service import IssuanceService
+from issuer.issuance.service import IssuanceService, snapshot_loader
 from issuer.lib.mail import SmtpSettings
 from issuer.lib.network import parse_networks
 from issuer.lib.passwords import PasswordHashing
@@ -38,18 +42,30 @@ from issuer.ops.metrics import register_metrics
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
-from issuer.web import register_web_hooks
+from issuer.outbox.service import Outbox
+from issuer.services import Services
+from issuer.supervisor import Supervisor
+from issuer.web.bodies import IssuerRequest
+from issuer.web.context import EXTENSION
+from issuer.web.errors import register_error_handlers
+from issuer.web.headers import register_web_hooks
 
-log = logging.getLogger(__name__)
+VERSION = "0.1.0"
 
 
-def create_app(overrides: dict[str, Any] | None = None) -> Quart:
-    """Build the app. ``overrides`` replace settings read from ``ISSUER_*`` and ``.env``."""
+def create_app(
+    overrides: dict[str, Any] | None = None,
+    *,
+    agent: Agent | None = None,
+    clock: Clock | None = None,
+) -> Quart:
+    """Build the app. ``overrides`` replace settings read from ``ISSUER_*`` and ``.env``;
+    ``agent`` and ``clock`` replace the configured agent and the system clock (tests)."""
     settings = Settings(**(overrides or {}))
     configure_logging(settings.log_level)
     app = Quart(__name__)
+    app.request_class = IssuerRequest
     app.config.update(
-        SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_NAME="issuer_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -57,111 +73,154 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         SESSION_COOKIE_SECURE=not settings.development,
         MAX_CONTENT_LENGTH=64 * 1024,
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
+        QUART_AUTH_COOKIE_NAME="issuer_auth",
+        QUART_AUTH_COOKIE_SECURE=not settings.development,
+        QUART_AUTH_COOKIE_SAMESITE="Lax",
+        QUART_AUTH_DURATION=settings.session_ttl,
+        QUART_AUTH_SALT="issuer browser session",
     )
     QuartSchema(
         app,
-        info=Info(title="issuer", version="0.1.0", description="Credential issuance portal API"),
+        info=Info(title="issuer", version=VERSION, description="Credential issuance portal API"),
         openapi_path="/openapi.json",
         redoc_ui_path="/redocs",
         swagger_ui_path="/docs",
         scalar_ui_path=None,
     )
-    register_error_handlers(app)
-    register_web_hooks(app)
-    register_metrics(app)
+    QuartAuth(app)
+    store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    RateLimiter(app, store=store, key_function=ip_key)
 
+    services = build_services(settings, agent=agent, clock=clock or SystemClock())
+    app.extensions[EXTENSION] = services
+    app.before_serving(services.start)
+    app.after_serving(services.stop)
+
+    register_blueprints(app, settings)
+    register_error_handlers(app)
+    register_web_hooks(app, secure=not settings.development)
+    register_metrics(app)
+    register_cli(app)
+    return app
+
+
+def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> Services:
+    """Every service, in dependency order."""
     db = Database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         pool_timeout=settings.database_pool_timeout,
     )
-    broker = LocalBroker()
-    service = IssuanceService(
+    supervisor = Supervisor()
+    publisher = (
+        EventPublisher(settings.amqp_url, settings.amqp_exchange) if settings.amqp_url else None
+    )
+    dispatcher = Dispatcher(
         db,
-        None,
+        Delivery(
+            smtp=smtp_settings(settings), publisher=publisher, development=settings.development
+        ),
+        clock=clock,
+        max_attempts=settings.outbox_max_attempts,
+        backoff_base=settings.outbox_backoff,
+        backoff_max=settings.outbox_backoff_max,
+        poll_interval=settings.outbox_poll_interval,
+    )
+    outbox = Outbox(clock, dispatcher.wake)
+    passwords = Passwords(
+        PasswordHashing(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        ),
+        settings.hash_threads,
+    )
+    # A key of its own for tokens, derived from the app secret (key separation).
+    key = hmac.new(settings.secret_key.encode(), b"issuer access tokens", hashlib.sha256).digest()
+    tokens = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    sessions = LoginSessions(
+        db,
+        tokens,
+        clock,
+        access_ttl=settings.access_token_ttl,
+        session_ttl=settings.session_ttl,
+        idle_timeout=settings.session_idle_timeout,
+        refresh_grace=settings.refresh_grace,
+    )
+    emails = AccountEmails(
+        db,
+        outbox,
+        sessions,
+        clock,
+        base_url=settings.public_base_url,
+        verify_ttl=settings.verify_token_ttl,
+        reset_ttl=settings.reset_token_ttl,
+    )
+    broker: LocalBroker = LocalBroker()
+    if db.is_postgres:
+        broker = PostgresBroker(asyncpg_dsn(settings.database_url), snapshot_loader(db))
+    local_agents, webhook_key = None, settings.webhook_api_key
+    if agent is None and settings.agent == "local":
+        webhook_key = webhook_key or secrets.token_urlsafe(24)
+        local_agents = LocalAgents(
+            settings.acapy_bin,
+            webhook_url=f"http://127.0.0.1:{settings.port}/webhooks",
+            webhook_key=webhook_key,
+            timeout=settings.agent_timeout,
+            credential_type=settings.credential_type,
+        )
+        agent = local_agents.agent
+    elif agent is None:
+        agent = configured_agent(settings)
+    issuance = IssuanceService(
+        db,
+        agent,
         broker,
+        outbox,
+        clock,
         offer_timeout=settings.offer_timeout,
         invitation_timeout=settings.invitation_timeout,
     )
-    if db.is_postgres:
-        service.broker = broker = PostgresBroker(asyncpg_dsn(settings.database_url), service.resync)
-    app.extensions.update(db=db, issuance=service)
-    init_outbox(app, settings, db)
-    init_accounts(app, settings, db)
-    service.wake_outbox = app.extensions["dispatcher"].wake
-
-    from issuer.accounts.pages import blueprint as account_pages_bp
-    from issuer.accounts.recovery import blueprint as recovery_bp
-    from issuer.accounts.routes import blueprint as accounts_bp
-    from issuer.issuance.routes import blueprint as issuance_bp
-    from issuer.ops.routes import blueprint as ops_bp
-    from issuer.vectors.routes import blueprint as vectors_bp
-
-    app.register_blueprint(ops_bp)
-    app.register_blueprint(issuance_bp)
-    app.register_blueprint(accounts_bp)
-    app.register_blueprint(account_pages_bp)
-    app.register_blueprint(vectors_bp)
-    app.register_blueprint(recovery_bp)
-    if settings.development and (settings.agent == "local" or settings.test_wallet_admin_url):
-        from issuer.issuance.devwallet import blueprint as dev_bp
-
-        app.register_blueprint(dev_bp)
+    pollers = None
+    if agent is not None and not agent.pushes_events:
+        pollers = Pollers(
+            issuance,
+            supervisor,
+            initial_delay=settings.poll_initial_delay,
+            backoff=settings.poll_backoff,
+            max_delay=settings.poll_max_delay,
+        )
+    test_wallet_url = None
     if settings.development:
-        from issuer.outbox.routes import blueprint as dev_outbox_bp
-
-        app.register_blueprint(dev_outbox_bp)
-
-    background: list[asyncio.Task[None]] = []
-    stopping = asyncio.Event()
-
-    @app.before_serving
-    async def startup() -> None:
-        agent = await build_agent(app, settings)
-        service._agent = agent
-        if agent is not None and not agent.pushes_events:
-            app.extensions["pollers"] = Pollers(
-                service,
-                initial_delay=settings.poll_initial_delay,
-                backoff=settings.poll_backoff,
-                max_delay=settings.poll_max_delay,
-            )
-        await broker.start()
-        stopping.clear()
-        sweeper = sweep_forever(service, settings, stopping)
-        background.append(asyncio.create_task(sweeper, name="sweeper"))
-        dispatcher = app.extensions["dispatcher"]
-        background.append(asyncio.create_task(dispatcher.run_forever(), name="outbox"))
-
-    @app.after_serving
-    async def shutdown() -> None:
-        # Let the loops finish what they hold (no transaction cut in half), then insist.
-        stopping.set()
-        app.extensions["dispatcher"].stop()
-        _, late = await asyncio.wait(background, timeout=5)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        background.clear()
-        pollers = app.extensions.pop("pollers", None)
-        if pollers is not None:
-            await pollers.stop()
-        await broker.stop()
-        if service._agent is not None:
-            await service._agent.aclose()
-            service._agent = None
-        for stop in app.extensions.pop("stop_on_shutdown", []):
-            await stop()
-        app.extensions["accounts"].close()
-        publisher = app.extensions["delivery"].publisher
-        if publisher is not None:
-            await publisher.close()
-        await db.dispose()
-
-    return app
+        test_wallet_url = (
+            local_agents.test_wallet_url if local_agents else settings.test_wallet_admin_url
+        ) or None
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        supervisor=supervisor,
+        outbox=outbox,
+        dispatcher=dispatcher,
+        publisher=publisher,
+        passwords=passwords,
+        tokens=tokens,
+        sessions=sessions,
+        emails=emails,
+        accounts=Accounts(db, passwords, sessions, emails, clock),
+        idempotency=Idempotency(db, clock),
+        broker=broker,
+        agent=agent,
+        issuance=issuance,
+        pollers=pollers,
+        local_agents=local_agents,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        webhook_key=webhook_key,
+        test_wallet_url=test_wallet_url,
+    )
 
 
-async def build_agent(app: Quart, settings: Settings) -> Agent | None:
+def configured_agent(settings: Settings) -> Agent | None:
     if settings.agent == "acapy":
         return AcaPyAgent(
             settings.acapy_admin_url,
@@ -179,96 +238,39 @@ async def build_agent(app: Quart, settings: Settings) -> Agent | None:
             declined=split_states(settings.rest_declined_states),
             failed=split_states(settings.rest_failed_states),
         )
-    if settings.agent == "local":
-        from issuer.issuance.devwallet import start_local_agents
-
-        return await start_local_agents(app, settings)
-    log.warning("no credential agent configured: the portal answers 503 until one is")
     return None
 
 
-async def sweep_forever(
-    service: IssuanceService, settings: Settings, stopping: asyncio.Event
-) -> None:
-    """Expire overdue sessions and reconcile ones whose webhooks may have been missed."""
-    stale_after = max(3 * settings.sweep_interval, 10.0)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), settings.sweep_interval)
-        if stopping.is_set():
-            return
-        try:
-            await service.expire_due()
-            agent = service._agent
-            if agent is not None and agent.pushes_events:
-                await service.reconcile_stale(stale_after)
-        except Exception:
-            log.exception("sweep failed; trying again next interval")
+def smtp_settings(settings: Settings) -> SmtpSettings | None:
+    if not settings.smtp_host:
+        return None
+    return SmtpSettings(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        timeout=settings.smtp_timeout,
+        sender=settings.mail_from,
+    )
 
 
-def init_accounts(app: Quart, settings: Settings, db: Database) -> None:
-    """Password hashing, token codec, login sessions, quart-auth cookies and rate limits."""
-    hashing = PasswordHashing(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
-    # A key of its own for tokens, derived from the app secret (key separation).
-    key = hmac.new(settings.secret_key.encode(), b"issuer access tokens", hashlib.sha256).digest()
-    codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-    accounts = app.extensions["accounts"] = Accounts(db, hashing, settings.hash_threads)
-    accounts.emails = app.extensions["account_emails"] = AccountEmails(
-        db,
-        base_url=settings.public_base_url,
-        verify_ttl=settings.verify_token_ttl,
-        reset_ttl=settings.reset_token_ttl,
-        wake=app.extensions["dispatcher"].wake,
-    )
-    app.extensions["sessions"] = Sessions(
-        db,
-        codec,
-        access_ttl=settings.access_token_ttl,
-        session_ttl=settings.session_ttl,
-        idle_timeout=settings.session_idle_timeout,
-        refresh_grace=settings.refresh_grace,
-    )
-    app.extensions["trusted_proxies"] = parse_networks(settings.trusted_proxies)
-    app.config.update(
-        QUART_AUTH_COOKIE_NAME="issuer_auth",
-        QUART_AUTH_COOKIE_SECURE=not settings.development,
-        QUART_AUTH_COOKIE_SAMESITE="Lax",
-        QUART_AUTH_DURATION=settings.session_ttl,
-        QUART_AUTH_SALT="issuer browser session",
-    )
-    QuartAuth(app)
-    store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
-    RateLimiter(app, store=store, key_function=ip_key)
-    register_cli(app)
+def register_blueprints(app: Quart, settings: Settings) -> None:
+    from issuer.accounts.pages import blueprint as account_pages
+    from issuer.accounts.recovery import blueprint as recovery
+    from issuer.accounts.routes import blueprint as accounts
+    from issuer.issuance.routes import blueprint as issuance
+    from issuer.issuance.routes import register_name_form
+    from issuer.ops.routes import blueprint as ops
+    from issuer.vectors.routes import blueprint as vectors
 
+    for blueprint in (ops, issuance, accounts, account_pages, vectors, recovery):
+        app.register_blueprint(blueprint)
+    register_name_form(app, settings.attribute_names)
+    if settings.development:
+        from issuer.issuance.devwallet import blueprint as devwallet
+        from issuer.outbox.routes import blueprint as dev_outbox
 
-def init_outbox(app: Quart, settings: Settings, db: Database) -> None:
-    """The outbox dispatcher and where it delivers: SMTP (aiosmtplib), RabbitMQ (aio-pika)."""
-    smtp = None
-    if settings.smtp_host:
-        smtp = SmtpSettings(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            security=settings.smtp_security,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            timeout=settings.smtp_timeout,
-            sender=settings.mail_from,
-        )
-    publisher = (
-        EventPublisher(settings.amqp_url, settings.amqp_exchange) if settings.amqp_url else None
-    )
-    delivery = Delivery(smtp=smtp, publisher=publisher, development=settings.development)
-    app.extensions["delivery"] = delivery
-    app.extensions["dispatcher"] = Dispatcher(
-        db,
-        delivery,
-        max_attempts=settings.outbox_max_attempts,
-        backoff_base=settings.outbox_backoff,
-        backoff_max=settings.outbox_backoff_max,
-        poll_interval=settings.outbox_poll_interval,
-    )
+        app.register_blueprint(dev_outbox)
+        if settings.agent == "local" or settings.test_wallet_admin_url:
+            app.register_blueprint(devwallet)

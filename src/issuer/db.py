@@ -1,16 +1,23 @@
 """Database engine and session lifecycle: SQLite (aiosqlite) by default, PostgreSQL (asyncpg).
 
-One ``AsyncSession`` per request (``g.db``) and one per background task; never shared.
+A use case that changes data runs in one ``Database.transaction()``; reads use
+``Database.session()``. Sessions are never shared between tasks. Work that must happen only
+once the transaction has committed (waking the outbox dispatcher, fanning a snapshot out in
+this process) is registered with :func:`after_commit`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import MetaData, event
+import asyncpg
+from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -26,6 +34,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+AFTER_COMMIT = "after_commit"
 
 
 class Base(DeclarativeBase):
@@ -36,9 +45,41 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; ours are all UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that always comes back timezone-aware in UTC.
+
+    PostgreSQL returns aware values; SQLite stores the text and hands back naive ones, which
+    would otherwise reach JSON without their offset.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def load_models() -> MetaData:
+    """Import every feature's ``models`` module, so that all tables are on ``Base.metadata``
+    (for Alembic and for tests) without a list to keep by hand."""
+    import importlib
+    import pkgutil
+
+    import issuer
+
+    for module in pkgutil.walk_packages(issuer.__path__, "issuer."):
+        if module.name.endswith(".models"):
+            importlib.import_module(module.name)
+    return Base.metadata
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction of ``session`` has committed (never on rollback)."""
+    callbacks: list[Callable[[], None]] = session.info.setdefault(AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) -> AsyncEngine:
@@ -71,17 +112,27 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size, pool_timeout=pool_timeout)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading (whatever it writes is rolled back at the end)."""
+        async with self._sessions() as session:
             yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: committed on success, rolled back on error; then the
+        :func:`after_commit` callbacks run."""
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            for callback in session.info.pop(AFTER_COMMIT, []):
+                callback()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -90,3 +141,36 @@ class Database:
 def asyncpg_dsn(url: str) -> str:
     """Turn a SQLAlchemy ``postgresql+asyncpg://`` URL into a plain DSN for asyncpg."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+# asyncpg's failures that mean "the server or the connection went away", not "bad query".
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,  # CannotConnectNowError, ConnectionDoesNotExist…
+    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.OperatorInterventionError,  # AdminShutdownError, CrashShutdownError, query canceled
+    asyncpg.InsufficientResourcesError,  # too many connections
+    OSError,  # refused, reset, unreachable (ConnectionError is one)
+    TimeoutError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is down, restarting, locked or overloaded (so the
+    answer is 503 with ``Retry-After``), as opposed to a bug in a query."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (PoolTimeout, DisconnectionError, *_CONNECTION_ERRORS)):
+            return True
+        if isinstance(current, DBAPIError):
+            if current.connection_invalidated:
+                return True
+            # SQLite's "database is locked" (a write burst outlasted the busy timeout), a file
+            # that cannot be opened, a server that refused us.
+            if isinstance(current, OperationalError):
+                return True
+            current = current.orig
+            continue
+        current = current.__cause__ or current.__context__
+    return False

@@ -1,124 +1,86 @@
-"""The one JSON error shape, and the domain error every layer raises.
+"""Domain errors: what went wrong, in the words of the use case, never in HTTP terms.
 
-Every error answer, framework errors included, is::
-
-    {"success": false, "error": "<code>", "message": "<human text>", "details": [...]?}
-
-``message`` keeps the legacy text where the originals had one (CONTRACTS.md), so old clients that
-read ``message`` keep working; ``error`` is a stable machine-readable code.
+Services raise these; the web layer (``issuer.web.errors``) is the one place that maps each kind
+to a status code and the one JSON error shape. ``code`` is a stable machine-readable id,
+``message`` human text (the originals' text where CONTRACTS.md lists one), ``details`` a list of
+``{"loc", "msg"}`` entries.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from pydantic import BaseModel
-from quart import Quart, Response, jsonify
-from quart_schema import RequestSchemaValidationError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
+from typing import Any, ClassVar
 
 
-class APIError(Exception):
-    """A failure to report to the client with ``status`` (4xx/5xx), ``code`` and ``message``."""
+class DomainError(Exception):
+    """Base of every refusal a caller should see. Subclasses name the kind of failure."""
+
+    default_code: ClassVar[str] = "error"
+    default_message: ClassVar[str] = "The request could not be completed."
 
     def __init__(
         self,
-        status: int,
-        code: str,
-        message: str,
+        message: str | None = None,
         *,
-        details: Any = None,
-        headers: dict[str, str] | None = None,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        self.message: str = message or self.default_message
+        self.code: str = code or self.default_code
         self.details = details
-        self.headers = headers or {}
+        self.retry_after = retry_after
+        super().__init__(self.message)
 
 
-def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
-) -> Response:
-    body: dict[str, Any] = {"success": False, "error": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(body)
-    response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+class InvalidInput(DomainError):
+    """The input is well-formed but not acceptable (a weak password, an unknown attribute)."""
+
+    default_code = "validation_error"
+    default_message = "The request is not valid."
 
 
-def _code_for(exc: HTTPException) -> str:
-    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+class Refused(DomainError):
+    """The request cannot be carried out as asked (004's "bad request" answers)."""
+
+    default_code = "bad_request"
 
 
-def register_error_handlers(app: Quart) -> None:
-    @app.errorhandler(APIError)
-    async def handle_api_error(exc: APIError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+class Unauthenticated(DomainError):
+    """No valid credential: missing, malformed, expired or revoked."""
 
-    @app.errorhandler(RequestSchemaValidationError)
-    async def handle_validation_error(exc: RequestSchemaValidationError) -> Response:
-        details = _validation_details(exc.validation_error)
-        return error_response(422, "validation_error", "The request is not valid.", details)
-
-    @app.errorhandler(HTTPException)
-    async def handle_http_exception(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        # Keep the headers that carry meaning: Allow (405), Retry-After (429, 503).
-        kept = {"allow", "retry-after"}
-        headers = {k: v for k, v in exc.get_headers() if k.lower() in kept}
-        return error_response(status, _code_for(exc), exc.description or exc.name, None, headers)
-
-    @app.errorhandler(SQLAlchemyTimeout)
-    async def handle_pool_exhausted(exc: SQLAlchemyTimeout) -> Response:
-        # Every pooled connection stayed busy past the pool timeout: overload, not a bug.
-        log.warning("database pool exhausted: %s", exc)
-        return error_response(
-            503, "busy", "The server is busy; please try again.", None, {"Retry-After": "2"}
-        )
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(ConnectionError)
-    async def handle_database_unavailable(exc: Exception) -> Response:
-        # The database is down (asyncpg raises the socket's ConnectionRefusedError as it is) or
-        # locked (SQLite under a write burst): try again shortly.
-        log.warning("database unavailable: %s", getattr(exc, "orig", exc))
-        return error_response(
-            503, "database_unavailable", "The database is busy or down; please try again.",
-            None, {"Retry-After": "2"},
-        )  # fmt: skip
-
-    @app.errorhandler(Exception)
-    async def handle_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "Something went wrong on our side.")
+    default_code = "unauthorized"
+    default_message = "Authentication is required."
 
 
-def _validation_details(error: Any) -> list[dict[str, Any]] | None:
-    errors = getattr(error, "errors", None)
-    if callable(errors):
-        return [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
-            for e in errors(include_url=False, include_input=False)
-        ]
-    if isinstance(error, TypeError | ValueError):
-        return [{"loc": [], "msg": str(error)}]
-    return None
+class Forbidden(DomainError):
+    """The caller is known but may not do this (someone else's object, a failed CSRF check)."""
+
+    default_code = "forbidden"
+    default_message = "You may not do this."
 
 
-class ErrorBody(BaseModel):
-    """The one error shape: ``error`` is a stable code, ``message`` human text."""
+class NotFound(DomainError):
+    default_code = "not_found"
+    default_message = "Not found."
 
-    success: bool = False
-    error: str
-    message: str
-    details: Any | None = None
+
+class Conflict(DomainError):
+    """The object is not in a state that allows this (already taken, not yet connected)."""
+
+    default_code = "conflict"
+
+
+class PreconditionFailed(DomainError):
+    """A conditional request's precondition (``If-Match``) no longer holds."""
+
+    default_code = "precondition_failed"
+
+
+class Unavailable(DomainError):
+    """A dependency (database, agent, provider) is down or overloaded: try again later."""
+
+    default_code = "unavailable"
+    default_message = "The service is unavailable right now; please try again."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2, **kw: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **kw)

@@ -20,6 +20,7 @@ from quart.testing import QuartClient
 from sqlalchemy import text
 
 from issuer import create_app
+from issuer.services import services_of
 from tests.conftest import truncate
 
 PASSWORD = "correct horse battery staple"
@@ -28,13 +29,19 @@ ERROR_KEYS = {"success", "error", "message", "details"}
 
 @asynccontextmanager
 async def running(
-    overrides: dict[str, Any], *, clean: bool = True, **changes: Any
+    overrides: dict[str, Any],
+    *,
+    clean: bool = True,
+    with_agent: Any = None,
+    clock: Any = None,
+    **changes: Any,
 ) -> AsyncIterator[Quart]:
     """An app of its own (``changes`` override settings), started and stopped like a server.
 
-    ``clean=False`` keeps the rows for the next app on the same database (a "restart").
+    ``clean=False`` keeps the rows for the next app on the same database (a "restart");
+    ``with_agent`` (an agent object) and ``clock`` go to ``create_app``.
     """
-    app = create_app({**overrides, **changes})
+    app = create_app({**overrides, **changes}, agent=with_agent, clock=clock)
     async with app.test_app():
         try:
             yield app
@@ -114,7 +121,7 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 def signing_key(app: Quart) -> bytes:
-    key: bytes = app.extensions["sessions"].codec._key
+    key: bytes = services_of(app).tokens._key
     return key
 
 
@@ -134,7 +141,7 @@ def forge(
 
 async def sql(app: Quart, statement: str, **params: Any) -> Any:
     """Run one statement in its own transaction; the result rows (or ``None``)."""
-    async with app.extensions["db"].engine.begin() as conn:
+    async with services_of(app).db.engine.begin() as conn:
         result = await conn.execute(text(statement), params)
         return result.all() if result.returns_rows else None
 

@@ -15,6 +15,7 @@ import pytest
 from quart import Quart
 from redis import asyncio as redis
 
+from issuer.services import services_of
 from tests.accounts.conftest import (
     PASSWORD,
     assert_error,
@@ -132,7 +133,7 @@ async def test_unknown_account_and_wrong_password_answer_alike(overrides: dict[s
         client = app.test_client()
         assert (await register(client)).status_code == 200
         await client.post("/register", json={"email": "known@example.com", "password": PASSWORD})
-        hashing = app.extensions["accounts"].hashing
+        hashing = services_of(app).passwords.hashing
         verified: list[str] = []
         original_verify = hashing.verify
 

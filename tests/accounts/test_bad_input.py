@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from quart import Quart
 
 from tests.accounts.conftest import ERROR_KEYS, PASSWORD, bearer, from_ip, register_and_login
@@ -117,9 +118,13 @@ async def check(response: Any, sent_type: str, what: str, *, may_succeed: bool =
     assert "Traceback" not in raw and "sqlalchemy" not in raw.lower(), (what, raw[:300])
 
 
+@pytest.fixture
+def overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {**overrides, "generate_array_quota": 10_000}
+
+
 async def test_bad_bodies_never_500(app: Quart, client: Any) -> None:
     login = await register_and_login(client)
-    app.config["SETTINGS"].generate_array_quota = 10_000
     auth = bearer(login["token"])
     addresses = distinct_addresses()
     bodies = [(JSON, body) for body in json_bodies()] + OTHER_TYPES

@@ -13,6 +13,7 @@ from quart import Quart
 
 from issuer.accounts.models import User
 from issuer.db import utcnow
+from issuer.services import services_of
 from tests.accounts.conftest import (
     PASSWORD,
     assert_error,
@@ -33,7 +34,7 @@ def params(encoded: str) -> argon2.Parameters:
 
 async def add_user(app: Quart, username: str, password_hash: str) -> None:
     """A row as an import from an older system would leave it."""
-    async with app.extensions["db"].transaction() as session:
+    async with services_of(app).db.transaction() as session:
         session.add(
             User(
                 entity_id=uuid.uuid4(),
@@ -56,7 +57,7 @@ async def test_stored_hash_is_argon2id_with_owasp_parameters(app: Quart, client:
 
 
 async def test_hashing_and_verifying_run_off_the_event_loop(app: Quart, client: Any) -> None:
-    hashing = app.extensions["accounts"].hashing
+    hashing = services_of(app).passwords.hashing
     threads: list[threading.Thread] = []
 
     def recording(function: Any) -> Any:

@@ -10,7 +10,9 @@ from quart import Quart
 from sqlalchemy import update
 
 from issuer.accounts.models import LoginSession
+from issuer.clock import ManualClock
 from issuer.db import utcnow
+from issuer.services import services_of
 from tests.accounts.conftest import (
     assert_error,
     bearer,
@@ -35,7 +37,7 @@ async def refresh(client: Any, token: str) -> Any:
 
 
 async def set_session(app: Quart, sid: str, **values: Any) -> None:
-    async with app.extensions["db"].transaction() as session:
+    async with services_of(app).db.transaction() as session:
         await session.execute(update(LoginSession).where(LoginSession.id == sid).values(**values))
 
 
@@ -137,11 +139,17 @@ async def test_refresh_rotates(client: Any) -> None:
 
 
 async def test_replay_after_the_grace_window_revokes_the_login(overrides: dict[str, Any]) -> None:
-    async with running(overrides, refresh_grace=0.3) as app:
+    clock = ManualClock()
+    async with running(overrides, refresh_grace=10, clock=clock) as app:
         client = app.test_client()
         body = await register_and_login(client)
         rotated = await (await refresh(client, body["refresh_token"])).get_json()
-        await asyncio.sleep(0.4)
+        clock.advance(9)  # within the grace window: the previous token gets the current one
+        again = await (await refresh(client, body["refresh_token"])).get_json()
+        assert (
+            claims_of(again["refresh_token"])["jti"] == claims_of(rotated["refresh_token"])["jti"]
+        )
+        clock.advance(2)
         response = await refresh(client, body["refresh_token"])  # a stolen, used token
         await assert_error(response, 401, REVOKED, "refresh_token_reused")
         # The whole login is gone: the legitimate holder's tokens too.
@@ -184,7 +192,7 @@ async def test_two_tabs_refreshing_at_once_stay_logged_in(client: Any) -> None:
 async def test_idle_and_absolute_session_expiry(app: Quart, client: Any) -> None:
     body = await register_and_login(client)
     sid = claims_of(body["token"])["sid"]
-    idle = app.config["SETTINGS"].session_idle_timeout
+    idle = services_of(app).settings.session_idle_timeout
     await set_session(app, sid, last_seen_at=utcnow() - timedelta(seconds=idle + 1))
     await assert_error(await client.get("/auth/status", headers=bearer(body["token"])), 401)
     await assert_error(await refresh(client, body["refresh_token"]), 401)

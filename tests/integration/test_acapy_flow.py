@@ -12,6 +12,7 @@ import pytest
 
 from issuer import create_app
 from issuer.issuance.agents.local import LocalAgent, free_port
+from issuer.services import services_of
 from tests.support.acapy import (
     Agents,
     WebhookSink,
@@ -203,7 +204,7 @@ async def test_missed_webhooks_are_reconciled_from_the_agent(
             assert (await stored(app, session_id)).state == "offered"
             # The sweeper's reconciliation pass (run now: on its timer it waits for sessions
             # that have been quiet for at least 10 s) reads the record back.
-            assert await app.extensions["issuance"].reconcile_stale(0.0) == 1
+            assert await services_of(app).issuance.reconcile_stale(0.0) == 1
             assert await next_state(ws) == "accepted"
         assert (await client.get("/loading/")).json() == {"status": "accepted"}
         # The issuer did send both events; they went elsewhere.

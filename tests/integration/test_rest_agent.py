@@ -19,6 +19,7 @@ import pytest
 
 from issuer import create_app
 from issuer.issuance.agents.local import free_port
+from issuer.services import services_of
 from tests.support.portal import (
     JSON,
     ORIGIN,
@@ -30,7 +31,6 @@ from tests.support.portal import (
     next_state,
     open_session,
     stored,
-    wait_until,
 )
 from tests.support.rest_stub import RestStub
 from tests.support.servers import InProcessServer
@@ -173,7 +173,7 @@ async def test_one_poller_per_session_shared_by_every_listener(
     portal: InProcessServer, stub: RestStub
 ) -> None:
     window = 1.5
-    pollers = portal.app.extensions["pollers"]
+    pollers = services_of(portal.app).pollers
     async with AsyncExitStack() as stack:
         client, session_id = await browser(portal, stack)
         cookie = cookie_header(client)
@@ -192,7 +192,8 @@ async def test_one_poller_per_session_shared_by_every_listener(
         # x 7 + 20 legacy polls); +1 for scheduling jitter.
         assert 1 <= asked <= polls_within(window) + 1, asked
         assert len(pollers) == 1
-        poller = pollers._tasks[session_id]
+        poller = pollers.task(session_id)
+        assert poller is not None
 
         row = await stored(portal.app, session_id)
         stub.connect(row.connection_id)
@@ -211,13 +212,8 @@ async def test_one_poller_per_session_shared_by_every_listener(
         asked = dict(stub.counts)
         for _ in range(20):  # listeners of a finished session do not restart the polling
             assert (await client.get("/loading/")).json() == {"status": "accepted"}
-        await asyncio.sleep(0.5)  # a window in which a running poller would ask the agent
+            assert len(pollers) == 0 and pollers.task(session_id) is None
         assert dict(stub.counts) == asked
-
-        async def no_poller() -> bool:
-            return len(pollers) == 0
-
-        await wait_until(no_poller, timeout=2, what="the short-lived pollers to end")
 
 
 async def test_slow_agent_gives_fast_503s(portal: InProcessServer, stub: RestStub) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from quart import Quart
 
 from issuer.issuance.agents.base import ExchangeState, ExchangeStatus
+from issuer.services import services_of
 from tests.fakes import FakeAgent
 
 ORIGIN = {"Origin": "http://localhost", "Host": "localhost"}
@@ -23,9 +24,9 @@ async def start(client: Any, path: str = "/") -> tuple[str, str]:
 
 
 async def connect(app: Quart, fake_agent: FakeAgent, session_id: str) -> None:
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     fake_agent.connected.add(row.invitation_msg_id)
-    await app.extensions["issuance"].reconcile(row)
+    await services_of(app).issuance.reconcile(row)
 
 
 async def test_start_page_shows_a_per_visitor_inline_svg_qr(client: Any) -> None:
@@ -74,12 +75,12 @@ async def test_whole_flow_and_legacy_routes(app: Quart, client: Any, fake_agent:
         "institution": "ETH",
     }
     assert (await (await client.get("/loading/")).get_json()) == {"status": "not accepted"}
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     fake_agent.exchanges[row.exchange_id] = ExchangeState(ExchangeStatus.ACCEPTED)
-    await app.extensions["issuance"].reconcile(row)
+    await services_of(app).issuance.reconcile(row)
     assert (await (await client.get("/loading")).get_json()) == {"status": "accepted"}
     assert "Fertig" in await (await client.get("/success")).get_data(as_text=True)
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     assert row.state == "accepted" and row.connected_at and row.offered_at and row.finished_at
 
 
@@ -160,7 +161,7 @@ async def test_webhooks_need_the_shared_key_and_are_idempotent(
     app: Quart, client: Any, fake_agent: FakeAgent
 ) -> None:
     session_id, _ = await start(client)
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     body = {"connection_id": "c-1", "invitation_msg_id": row.invitation_msg_id, "state": "active"}
     response = await client.post("/webhooks/topic/connections/", json=body)
     assert response.status_code == 401
@@ -169,7 +170,7 @@ async def test_webhooks_need_the_shared_key_and_are_idempotent(
             "/webhooks/topic/connections/", json=body, headers={"X-API-Key": "hook-key"}
         )
         assert response.status_code == 200
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     assert row.state == "connected" and row.version == 2 and row.connection_id == "c-1"
 
 
@@ -180,7 +181,7 @@ async def test_out_of_order_webhooks_never_move_backwards(
     await connect(app, fake_agent, session_id)
     form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
     await client.post("/name", form=form)
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     key = {"X-API-Key": "hook-key"}
     done = {"cred_ex_id": row.exchange_id, "state": "done", "connection_id": row.connection_id}
     late = {**done, "state": "request-received"}
@@ -190,7 +191,7 @@ async def test_out_of_order_webhooks_never_move_backwards(
     await client.post("/webhooks/topic/issue_credential_v2_0/", json=late, headers=key)
     active = {"connection_id": row.connection_id, "state": "active"}
     await client.post("/webhooks/topic/connections/", json=active, headers=key)
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     assert row.state == "accepted"
 
 
@@ -199,7 +200,7 @@ async def test_unanswered_offer_expires(app: Quart, client: Any, fake_agent: Fak
 
     session_id, csrf = await start(client)
     await connect(app, fake_agent, session_id)
-    service = app.extensions["issuance"]
+    service = services_of(app).issuance
     service.offer_timeout = timedelta(seconds=-1)
     form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
     await client.post("/name", form=form)

@@ -28,6 +28,7 @@ from quart import Quart
 from sqlalchemy import select, text
 
 from issuer.outbox.models import OutboxMessage
+from issuer.services import services_of
 
 BASE_URL = "https://issuer.example"
 LINK = re.compile(r"https://issuer\.example/[^\s<>\"]+")
@@ -181,7 +182,7 @@ def overrides(overrides: dict[str, Any], smtp: SmtpServer) -> dict[str, Any]:
 
 async def rows(app: Quart, statement: str, **params: Any) -> list[Any]:
     """Run one statement in its own transaction; the rows (empty for statements without)."""
-    async with app.extensions["db"].engine.begin() as conn:
+    async with services_of(app).db.engine.begin() as conn:
         result = await conn.execute(text(statement), params)
         return list(result.all()) if result.returns_rows else []
 
@@ -191,10 +192,17 @@ async def outbox(app: Quart, kind: str | None = None) -> list[OutboxMessage]:
     statement = select(OutboxMessage).order_by(OutboxMessage.id)
     if kind is not None:
         statement = statement.where(OutboxMessage.kind == kind)
-    async with app.extensions["db"].sessions() as session:
+    async with services_of(app).db.session() as session:
         return list(await session.scalars(statement))
 
 
 async def mails_to(app: Quart, address: str) -> list[OutboxMessage]:
     """The outbox emails addressed to ``address``."""
     return [m for m in await outbox(app, "email") if m.payload["to"] == address]
+
+
+async def drained(app: Quart) -> None:
+    """Drive the app's dispatcher until nothing due is left in the outbox: every message that
+    was going to be sent now has been (or is scheduled for a retry)."""
+    async with asyncio.timeout(20):
+        await services_of(app).dispatcher.drain()

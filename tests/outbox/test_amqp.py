@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from issuer.issuance.states import State
 from issuer.outbox.amqp import EventPublisher
+from issuer.services import services_of
 from tests.accounts.conftest import PASSWORD, bearer, running
 from tests.fakes import FakeAgent
 from tests.outbox.conftest import Mailbox, outbox
@@ -75,7 +76,6 @@ class Proxy:
         self.up = True
         self.accepted = 0
         self._writers: set[asyncio.StreamWriter] = set()
-        self._upstreams: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Proxy:
@@ -85,14 +85,8 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        # A robust connection left behind after a drop reconnects after 0.2 s (not 5 s), so a
-        # leaked one shows up in ``live`` within the test.
+        # Robust connections retry every 0.2 s (not 5 s): the publisher reconnects quickly.
         return f"amqp://guest:guest@127.0.0.1:{self.port}/?reconnect_interval=0.2"
-
-    @property
-    def live(self) -> int:
-        """Connections to the broker open through the proxy right now."""
-        return sum(not w.is_closing() for w in self._upstreams)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
@@ -105,7 +99,6 @@ class Proxy:
             return
         self.accepted += 1
         self._writers.update((writer, up_writer))
-        self._upstreams.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(source, sink))
             self._tasks.add(task)
@@ -142,6 +135,30 @@ class Proxy:
 
 
 @pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every robust connection the publisher opens, in order (to check none is left open)."""
+    connections: list[Any] = []
+    real = aio_pika.connect_robust
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        connection = await real(*args, **kwargs)
+        connections.append(connection)
+        return connection
+
+    monkeypatch.setattr(aio_pika, "connect_robust", spy)
+    return connections
+
+
+def only_the_last_open(connections: list[Any]) -> bool:
+    return all(c.is_closed for c in connections[:-1]) and not connections[-1].is_closed
+
+
+async def failed_once(app: Any, topic: str) -> bool:
+    """Whether a publish of the ``topic`` event has failed (the broker was unreachable)."""
+    return any(m.topic == topic and m.last_error for m in await outbox(app, "event"))
+
+
+@pytest.fixture
 async def consumer() -> AsyncIterator[Consumer]:
     started = await Consumer().start()
     yield started
@@ -169,7 +186,7 @@ def check(message: AbstractIncomingMessage, event_ids: dict[str, str]) -> dict[s
 
 async def accept_a_credential(app: Any, fake_agent: FakeAgent) -> str:
     """Drive one issuance session from invited to accepted through the service's transitions."""
-    service = app.extensions["issuance"]
+    service = services_of(app).issuance
     row, _ = await service.start("en")
     assert await service.transition(row.id, State.CONNECTED, connection_id="conn-1")
     assert await service.transition(row.id, State.OFFERED, exchange_id="ex-1")
@@ -185,8 +202,7 @@ async def test_events_reach_the_exchange(
     overrides: dict[str, Any], consumer: Consumer, mailbox: Mailbox, fake_agent: FakeAgent
 ) -> None:
     settings = {"amqp_url": AMQP, "amqp_exchange": consumer.exchange}
-    async with running(overrides, **settings) as app:
-        app.extensions["issuance"]._agent = fake_agent
+    async with running(overrides, with_agent=fake_agent, **settings) as app:
         client = app.test_client()
         address = new_email()
         await signup(client, address)
@@ -224,6 +240,7 @@ async def test_no_event_lost_when_the_broker_connection_drops(
     proxy: Proxy,
     mailbox: Mailbox,
     fake_agent: FakeAgent,
+    opened: list[Any],
 ) -> None:
     settings = {
         "amqp_url": proxy.url,
@@ -232,8 +249,7 @@ async def test_no_event_lost_when_the_broker_connection_drops(
         "outbox_backoff_max": 0.5,
         "outbox_max_attempts": 100,
     }
-    async with running(overrides, **settings) as app:
-        app.extensions["issuance"]._agent = fake_agent
+    async with running(overrides, with_agent=fake_agent, **settings) as app:
         client = app.test_client()
         address = new_email()
         await signup(client, address)
@@ -242,7 +258,7 @@ async def test_no_event_lost_when_the_broker_connection_drops(
         proxy.cut()  # the connection drops and the broker stays unreachable for a while
         (mail,) = await mailbox.wait(address)
         assert (await client.post(path_of(mail))).status_code == 200  # user.verified
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: failed_once(app, "user.verified"), what="a failed publish")
         proxy.restore()
         await consumer.wait(2)
 
@@ -254,7 +270,7 @@ async def test_no_event_lost_when_the_broker_connection_drops(
         proxy.cut()
         response = await client.post(path_of(reset), json={"password": NEW_PASSWORD})
         assert response.status_code == 200  # password.changed
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: failed_once(app, "password.changed"), what="a failed publish")
         proxy.restore()
 
         messages = await consumer.wait(4, timeout=30)
@@ -265,8 +281,8 @@ async def test_no_event_lost_when_the_broker_connection_drops(
         await wait_until(all_sent, timeout=10)
         ids = await event_ids(app)
         rows = await outbox(app, "event")
-        await asyncio.sleep(0.6)  # a leaked robust connection would have reconnected by now
-        live = proxy.live
+        # Every connection the publisher gave up on was closed (none left to reconnect).
+        assert len(opened) >= 2 and only_the_last_open(opened), opened
     bodies = [check(m, ids) for m in messages]
     # At least once: every event arrived; a consumer de-duplicates on the id.
     assert {b["id"] for b in bodies} == set(ids) and len(ids) == 4
@@ -275,10 +291,11 @@ async def test_no_event_lost_when_the_broker_connection_drops(
     ]  # fmt: skip
     assert any(r.attempts > 1 for r in rows)  # some publish really failed and was retried
     assert proxy.accepted >= 2  # the publisher reconnected
-    assert live == 1, live  # and closed what it left behind: no leaked connections
 
 
-async def test_concurrent_publishes_share_one_connection(consumer: Consumer, proxy: Proxy) -> None:
+async def test_concurrent_publishes_share_one_connection(
+    consumer: Consumer, proxy: Proxy, opened: list[Any]
+) -> None:
     """A batch is delivered concurrently: the publisher must not open a connection per event."""
     publisher = EventPublisher(proxy.url, consumer.exchange, timeout=10)
     try:
@@ -295,9 +312,9 @@ async def test_concurrent_publishes_share_one_connection(consumer: Consumer, pro
             await publisher.publish(event_id, "test.batch", {"id": event_id})
         received = await consumer.wait(20)
         assert {m.message_id for m in received} == set(ids + more)
-        await asyncio.sleep(0.6)  # a leaked robust connection would have reconnected by now
-        assert proxy.live == 1 and proxy.accepted == 2, (proxy.live, proxy.accepted)
+        # One connection per outage, the broken one closed: two opened, the first closed.
+        assert len(opened) == 2 and only_the_last_open(opened), opened
+        assert proxy.accepted == 2, proxy.accepted
     finally:
         await publisher.close()
-    await asyncio.sleep(0.1)
-    assert proxy.live == 0
+    assert all(c.is_closed for c in opened)

@@ -17,8 +17,9 @@ from sqlalchemy import update
 
 from issuer.accounts.models import OneTimeToken
 from issuer.db import utcnow
+from issuer.services import services_of
 from tests.accounts.conftest import PASSWORD, assert_error, bearer, from_ip
-from tests.outbox.conftest import BASE_URL, Mail, Mailbox, mails_to, rows
+from tests.outbox.conftest import BASE_URL, Mail, Mailbox, drained, mails_to, rows
 from tests.support.portal import wait_until
 
 SIGNED_UP = "User successfully created and a confirmation email has been sent via email."
@@ -115,7 +116,7 @@ async def test_expired_links_fail(app: Quart, client: Any, mailbox: Mailbox) -> 
     verify_mail, reset_mail = await mailbox.wait(address, 2)
     if "/reset_password/" in verify_mail.link:
         verify_mail, reset_mail = reset_mail, verify_mail
-    async with app.extensions["db"].transaction() as session:
+    async with services_of(app).db.transaction() as session:
         await session.execute(
             update(OneTimeToken).values(expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -139,12 +140,12 @@ async def test_unknown_emails_get_the_same_answer_and_no_mail(
         assert answers[0] == answers[1], answers
         assert answers[0][0] == 200 and message in answers[0][1]
     await mailbox.wait(known, 3)  # verification, its resend, reset
-    await asyncio.sleep(0.3)  # the dispatcher polls every 50 ms: anything queued would be out
+    await drained(app)
     assert mailbox.to(unknown) == []
     assert await mails_to(app, unknown) == []
 
 
-async def test_resend_gives_a_new_working_link(client: Any, mailbox: Mailbox) -> None:
+async def test_resend_gives_a_new_working_link(app: Quart, client: Any, mailbox: Mailbox) -> None:
     address = new_email()
     await signup(client, address)
     assert (await client.post("/resend_confirmation", json={"email": address})).status_code == 200
@@ -153,7 +154,7 @@ async def test_resend_gives_a_new_working_link(client: Any, mailbox: Mailbox) ->
     assert (await client.post(path_of(second))).status_code == 200
     # Verified now: a resend sends nothing more.
     assert (await client.post("/resend_confirmation", json={"email": address})).status_code == 200
-    await asyncio.sleep(0.3)
+    await drained(app)
     assert len(mailbox.to(address)) == 2
 
 
@@ -236,7 +237,9 @@ async def test_link_of_another_user_fails(client: Any, mailbox: Mailbox) -> None
     assert (await login(client, bob, NEW_PASSWORD)).status_code == 401
 
 
-async def test_sixteen_concurrent_resets_one_success(client: Any, mailbox: Mailbox) -> None:
+async def test_sixteen_concurrent_resets_one_success(
+    app: Quart, client: Any, mailbox: Mailbox
+) -> None:
     address = new_email()
     await signup(client, address)
     await mailbox.wait(address)
@@ -256,7 +259,7 @@ async def test_sixteen_concurrent_resets_one_success(client: Any, mailbox: Mailb
     assert (await login(client, address, f"parallel passphrase {winner}")).status_code == 200
     # Exactly one password-changed notice.
     await mailbox.wait(address, 3)
-    await asyncio.sleep(0.3)
+    await drained(app)
     assert [m.subject for m in mailbox.to(address)].count("Your password was changed") == 1
 
 

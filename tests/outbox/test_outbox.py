@@ -16,18 +16,20 @@ import pytest
 from quart import Quart
 from sqlalchemy import delete, func, select
 
-from issuer.accounts import emails as account_emails
 from issuer.accounts.models import User
-from issuer.db import Database, as_utc
+from issuer.clock import ManualClock, SystemClock
+from issuer.db import Database
 from issuer.lib.mail import SmtpSettings
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.models import OutboxMessage
-from issuer.outbox.service import enqueue_email
+from issuer.outbox.service import Outbox
+from issuer.services import services_of
 from tests.accounts.conftest import running
 from tests.outbox.conftest import (
     Mailbox,
     SmtpServer,
+    drained,
     free_port,
     mails_to,
     outbox,
@@ -39,20 +41,20 @@ UNREACHABLE = "http://127.0.0.1:9"  # a development app needs an agent; this one
 
 
 async def users_with(app: Quart, address: str) -> int:
-    async with app.extensions["db"].sessions() as session:
+    async with services_of(app).db.session() as session:
         return int(await session.scalar(select(func.count()).where(User.email == address)) or 0)
 
 
 async def test_mail_is_written_in_the_transaction_of_the_change(
     app: Quart, client: Any, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = account_emails.enqueue_email
+    real = Outbox.email
 
-    def enqueue_then_fail(*args: Any, **kwargs: Any) -> Any:
+    def email_then_fail(*args: Any, **kwargs: Any) -> Any:
         real(*args, **kwargs)  # the email row is in the session: the transaction then fails
         raise RuntimeError("boom after the outbox write")
 
-    monkeypatch.setattr(account_emails, "enqueue_email", enqueue_then_fail)
+    monkeypatch.setattr(Outbox, "email", email_then_fail)
     lost = new_email()
     body = {"email": lost, "password": "correct horse battery staple"}
     response = await client.post("/signup", json=body)
@@ -61,7 +63,7 @@ async def test_mail_is_written_in_the_transaction_of_the_change(
     assert await users_with(app, lost) == 0
     assert await outbox(app) == []  # neither the email nor the user.created event
 
-    monkeypatch.setattr(account_emails, "enqueue_email", real)
+    monkeypatch.setattr(Outbox, "email", real)
     kept = new_email()
     await signup(client, kept)
     assert await users_with(app, kept) == 1
@@ -92,11 +94,11 @@ async def test_smtp_down_backs_off_then_gives_up(
     assert row.attempts == 3 and row.sent_at is None
     assert "SMTPConnect" in (row.last_error or "") or "onnect" in (row.last_error or "")
     assert set(seen) == {1, 2, 3}, seen
-    first, second = (as_utc(seen[n].available_at) for n in (1, 2))
-    created = as_utc(row.created_at)
+    first, second = (seen[n].available_at for n in (1, 2))
+    created = row.created_at
     assert first - created >= timedelta(seconds=0.25)  # the first retry waits 0.25 s,
     assert second - first >= timedelta(seconds=0.5)  # the second twice as long
-    assert as_utc(row.failed_at) >= second  # type: ignore[arg-type]
+    assert row.failed_at is not None and row.failed_at >= second
     gave_up = [
         r for r in caplog.records if r.levelno == logging.ERROR and "gave up after 3" in r.message
     ]
@@ -125,7 +127,7 @@ async def test_pending_mail_goes_out_when_smtp_returns(overrides: dict[str, Any]
             row = await wait_until(sent)
             assert row.attempts >= 2 and row.last_error is None and row.failed_at is None
             assert mail.message_id == f"<{row.event_id}@issuer>"
-            await asyncio.sleep(0.3)
+            await drained(app)
             assert len(late.mailbox.to(address)) == 1
         finally:
             late.stop()
@@ -204,9 +206,10 @@ async def test_no_outbox_page_outside_development(client: Any) -> None:
 
 async def queue_mails(db: Database, count: int, prefix: str) -> list[str]:
     addresses = [f"{prefix}-{i}@mail.example" for i in range(count)]
+    writer = Outbox(SystemClock(), wake=lambda: None)
     async with db.transaction() as session:
         for address in addresses:
-            enqueue_email(
+            writer.email(
                 session, "password_changed", to=address, language="en",
                 context={"when": "now", "link": "https://issuer.example/forgot_password"},
             )  # fmt: skip
@@ -232,14 +235,17 @@ async def test_an_abandoned_lease_is_picked_up_after_it_runs_out(
     db = Database(database_url)
     try:
         (address,) = await queue_mails(db, 1, "lease")
-        crashed = Dispatcher(db, smtp_delivery(smtp.port), lease=0.5)
+        clock = ManualClock()
+        crashed = Dispatcher(db, smtp_delivery(smtp.port), clock=clock, lease=60)
         assert len(await crashed.claim()) == 1  # claimed, then the process "dies"
-        survivor = Dispatcher(db, smtp_delivery(smtp.port), lease=0.5)
+        survivor = Dispatcher(db, smtp_delivery(smtp.port), clock=clock, lease=60)
         assert await survivor.run_once() == 0  # the lease still holds
-        await asyncio.sleep(0.6)
+        clock.advance(59)
+        assert await survivor.run_once() == 0  # ... until it runs out
+        clock.advance(2)
         assert await survivor.run_once() == 1
         await smtp.mailbox.wait(address)
-        async with db.sessions() as session:
+        async with db.session() as session:
             row = await session.scalar(select(OutboxMessage))
         assert row is not None and row.sent_at is not None and row.attempts == 2
     finally:
@@ -256,6 +262,7 @@ async def test_two_dispatchers_share_the_work_without_double_sends(
     databases = [Database(database_url, pool_size=4) for _ in range(2)]
     delivered: Counter[str] = Counter()
     tasks: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()
     try:
         addresses = await queue_mails(databases[0], total, "worker")
         for name, db in zip(("a", "b"), databases, strict=True):
@@ -268,21 +275,20 @@ async def test_two_dispatchers_share_the_work_without_double_sends(
                 delivered[name] += 1
 
             dispatcher = Dispatcher(db, deliver, batch=20, poll_interval=0.05)
-            tasks.append(asyncio.create_task(dispatcher.run_forever()))
+            tasks.append(asyncio.create_task(dispatcher.run(stopping)))
 
         async def all_sent() -> bool:
-            async with databases[0].sessions() as session:
+            async with databases[0].session() as session:
                 pending = await session.scalar(
                     select(func.count()).where(OutboxMessage.sent_at.is_(None))
                 )
             return pending == 0
 
         await wait_until(all_sent, timeout=40, interval=0.1)
-        await asyncio.sleep(0.3)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Both finish the batch in hand: every send either of them made is in the mailbox.
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
         async with databases[0].transaction() as session:
             await session.execute(delete(OutboxMessage))
         for db in databases:

@@ -17,6 +17,7 @@ from quart import Quart
 from sqlalchemy import text
 
 from issuer.db import make_engine
+from issuer.services import services_of
 
 ORIGIN = "http://portal.test"
 JSON = {"Accept": "application/json"}
@@ -84,7 +85,7 @@ async def wait_until(
 
 
 async def stored(app: Quart, session_id: str) -> Any:
-    row = await app.extensions["issuance"].get(session_id)
+    row = await services_of(app).issuance.get(session_id)
     assert row is not None
     return row
 

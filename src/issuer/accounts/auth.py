@@ -1,8 +1,8 @@
-"""Who is calling: an access token (``Bearer``, or ``Basic`` as 004's clients sent it) or the
-browser's quart-auth cookie, both resolved to the same login session row.
+"""Route-layer helpers: who is calling — an access token (``Bearer``, or ``Basic`` as 004's
+clients sent it) or the browser's quart-auth cookie, both resolved to the same login session.
 
 Cookie-authenticated requests that change state must carry the CSRF token (header
-``X-CSRF-Token`` or form field ``csrf_token``).
+``X-CSRF-Token`` or form field ``csrf_token``, ASVS 3.5.1).
 """
 
 from __future__ import annotations
@@ -11,54 +11,57 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from quart import current_app, g, request, session
+from quart import g, request, session
 from quart_auth import current_user
 
-from issuer.accounts.sessions import MISSING, Principal, Sessions, unauthorized
-from issuer.errors import APIError
+from issuer.accounts.sessions import MISSING, Principal, refused
+from issuer.errors import Forbidden
 from issuer.lib.csrf import HEADER, csrf_valid
+from issuer.web.bodies import FORM_TYPES
+from issuer.web.context import services
 
 MALFORMED = "Bearer token malformed."
+CSRF_FAILED = "The form has expired; reload the page."
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def sessions() -> Sessions:
-    return current_app.extensions["sessions"]  # type: ignore[no-any-return]
-
-
 def header_token() -> str | None:
-    """The token in ``Authorization``; ``None`` when there is no header; 401 when malformed."""
+    """The token in ``Authorization``; ``None`` when there is no header; refused when
+    malformed."""
     raw = request.headers.get("Authorization")
     if raw is None:
         return None
     scheme, _, token = raw.strip().partition(" ")
     token = token.strip()
     if scheme.lower() not in ("bearer", "basic") or not token or " " in token:
-        raise unauthorized(MALFORMED, "malformed_token")
+        raise refused(MALFORMED, "malformed_token")
     return token
 
 
+async def require_csrf() -> None:
+    """Refuse a state-changing request whose CSRF token does not match the cookie session's."""
+    form = await request.form if request.mimetype in FORM_TYPES else {}
+    if not csrf_valid(session, request.headers.get(HEADER) or form.get("csrf_token")):
+        raise Forbidden(CSRF_FAILED, code="csrf_failed")
+
+
 async def principal(*, allow_cookie: bool = True) -> Principal:
-    """Resolve the caller once per request (cached on ``g``); 401 if nobody is logged in."""
+    """Resolve the caller once per request (cached on ``g``); refused if nobody is logged in."""
     cached: Principal | None = g.get("principal")
     if cached is not None:
         return cached
+    sessions = services().sessions
     token = header_token()
     if token is not None:
-        found = await sessions().resolve_token(token)
-        g.auth_method = "token"
+        found = await sessions.resolve_token(token)
     elif allow_cookie and current_user.auth_id:
-        found = await sessions().resolve_session(current_user.auth_id)
-        g.auth_method = "cookie"
+        found = await sessions.resolve_session(current_user.auth_id)
         if request.method not in SAFE_METHODS:
-            form = await request.form if request.mimetype.endswith("form-urlencoded") else {}
-            submitted = request.headers.get(HEADER) or form.get("csrf_token")
-            if not csrf_valid(session, submitted):
-                raise APIError(403, "csrf_failed", "The form has expired; reload the page.")
+            await require_csrf()
     else:
-        raise unauthorized(MISSING, "token_missing")
+        raise refused(MISSING, "token_missing")
     g.principal = found
     return found
 

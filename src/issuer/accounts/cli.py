@@ -15,6 +15,7 @@ from quart import Quart
 
 from issuer.accounts.identifiers import valid_username
 from issuer.accounts.service import NewAccount
+from issuer.web.context import services
 
 
 def register_cli(app: Quart) -> None:
@@ -33,20 +34,21 @@ def register_cli(app: Quart) -> None:
 async def _import(app: Quart, data: dict[object, object]) -> tuple[int, int, int]:
     created = skipped = invalid = 0
     async with app.app_context():
-        accounts = app.extensions["accounts"]
+        found = services()
         try:
             for username, password in data.items():
                 name, secret = str(username), "" if password is None else str(password)
                 if not valid_username(name) or not secret:
                     invalid += 1
                     continue
-                if await accounts.find("username", name) is not None:
+                if await found.accounts.username_taken(name):
                     skipped += 1
                     continue
-                # Legacy passwords may be shorter than today's minimum: keep them working.
-                user = await accounts.register(NewAccount(secret, username=name), check=False)
+                # Legacy passwords may be shorter than today's minimum: they keep working (the
+                # password rules belong to the request schemas, not to this import).
+                user = await found.accounts.register(NewAccount(secret, username=name))
                 created += user is not None
                 skipped += user is None
         finally:
-            await app.extensions["db"].dispose()
+            await found.close()
     return created, skipped, invalid

@@ -12,25 +12,28 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import secrets
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer.accounts.identifiers import email_key
-from issuer.accounts.models import LoginSession, OneTimeToken, User
-from issuer.db import Database, utcnow
-from issuer.errors import APIError
-from issuer.lib.passwords import password_problem
-from issuer.outbox.service import enqueue_email, enqueue_event
+from issuer.accounts import queries
+from issuer.accounts.models import OneTimeToken, User
+from issuer.accounts.sessions import LoginSessions, TokenPair
+from issuer.clock import Clock
+from issuer.db import Database
+from issuer.errors import Refused
+from issuer.lib.network import Client
+from issuer.outbox.service import Outbox
 
+log = logging.getLogger("issuer.audit")
 VERIFY = "verify_email"
 RESET = "reset_password"
 INVALID_VERIFY = "The confirmation link is invalid or has expired."
 INVALID_RESET = "Reset Password token has expired"
+MAX_TOKEN_LENGTH = 200
 
 
 def uidb64(user: User) -> str:
@@ -45,7 +48,7 @@ def entity_from_uidb64(value: str) -> uuid.UUID | None:
 
 
 def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode(errors="surrogatepass")).hexdigest()
 
 
 def user_event(user: User) -> dict[str, object]:
@@ -56,35 +59,40 @@ class AccountEmails:
     def __init__(
         self,
         db: Database,
+        outbox: Outbox,
+        sessions: LoginSessions,
+        clock: Clock,
         *,
         base_url: str,
         verify_ttl: int,
         reset_ttl: int,
-        wake: Callable[[], None],
     ) -> None:
         self.db = db
+        self.outbox = outbox
+        self.sessions = sessions
+        self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.verify_ttl = timedelta(seconds=verify_ttl)
         self.reset_ttl = timedelta(seconds=reset_ttl)
-        self.wake = wake
 
-    async def _token(self, session: AsyncSession, user: User, purpose: str) -> str:
+    def _token(self, session: AsyncSession, user: User, purpose: str) -> str:
         token = secrets.token_urlsafe(32)
+        now = self.clock.now()
         ttl = self.verify_ttl if purpose == VERIFY else self.reset_ttl
         session.add(
             OneTimeToken(
                 user_id=user.id,
                 purpose=purpose,
                 token_hash=digest(token),
-                created_at=utcnow(),
-                expires_at=utcnow() + ttl,
+                created_at=now,
+                expires_at=now + ttl,
             )
         )
         return token
 
-    async def _verification(self, session: AsyncSession, user: User) -> None:
-        token = await self._token(session, user, VERIFY)
-        enqueue_email(
+    def _verification(self, session: AsyncSession, user: User) -> None:
+        token = self._token(session, user, VERIFY)
+        self.outbox.email(
             session,
             VERIFY,
             to=str(user.email),
@@ -96,59 +104,55 @@ class AccountEmails:
             },
         )
 
-    # --- hooks run inside the transaction of the change ----------------------------------
+    # --- steps of other use cases, inside their transaction ---------------------------------
 
-    async def created(self, session: AsyncSession, user: User) -> None:
-        enqueue_event(session, "user.created", user_event(user))
+    def created(self, session: AsyncSession, user: User) -> None:
+        """A new account: ``user.created``, and the verification email if it has an email."""
+        self.outbox.event(session, "user.created", user_event(user))
         if user.email:
-            await self._verification(session, user)
+            self._verification(session, user)
 
-    async def password_changed(self, session: AsyncSession, user: User) -> None:
-        enqueue_event(session, "password.changed", user_event(user))
+    def password_changed(self, session: AsyncSession, user: User) -> None:
+        self.outbox.event(session, "password.changed", user_event(user))
         if user.email:
-            enqueue_email(
+            self.outbox.email(
                 session,
                 "password_changed",
                 to=user.email,
                 language=user.language,
                 context={
-                    "when": utcnow().strftime("%Y-%m-%d %H:%M"),
+                    "when": self.clock.now().strftime("%Y-%m-%d %H:%M"),
                     "link": f"{self.base_url}/forgot_password",
                 },
             )
 
-    # --- flows ---------------------------------------------------------------------------
-
-    async def _user_by_email(self, session: AsyncSession, email: str) -> User | None:
-        return await session.scalar(select(User).where(User.email_key == email_key(email)))
+    # --- use cases -------------------------------------------------------------------------
 
     async def signup_taken(self, email: str) -> None:
         """Someone signed up with a known email: tell its owner (the answer stays the same)."""
         async with self.db.transaction() as session:
-            user = await self._user_by_email(session, email)
+            user = await queries.user_by_email(session, email)
             if user is not None and user.email:
-                enqueue_email(
+                self.outbox.email(
                     session,
                     "account_exists",
                     to=user.email,
                     language=user.language,
                     context={"link": f"{self.base_url}/forgot_password"},
                 )
-        self.wake()
 
     async def resend(self, email: str) -> None:
         async with self.db.transaction() as session:
-            user = await self._user_by_email(session, email)
+            user = await queries.user_by_email(session, email)
             if user is not None and user.active and not user.verified:
-                await self._verification(session, user)
-        self.wake()
+                self._verification(session, user)
 
     async def forgot(self, email: str) -> None:
         async with self.db.transaction() as session:
-            user = await self._user_by_email(session, email)
+            user = await queries.user_by_email(session, email)
             if user is not None and user.active and user.email:
-                token = await self._token(session, user, RESET)
-                enqueue_email(
+                token = self._token(session, user, RESET)
+                self.outbox.email(
                     session,
                     RESET,
                     to=user.email,
@@ -158,59 +162,47 @@ class AccountEmails:
                         "minutes": max(1, int(self.reset_ttl.total_seconds() // 60)),
                     },
                 )
-        self.wake()
 
     async def _consume(
         self, session: AsyncSession, token: str, purpose: str, uid: str
     ) -> User | None:
         entity_id = entity_from_uidb64(uid)
-        if entity_id is None or len(token) > 200:
+        if entity_id is None or len(token) > MAX_TOKEN_LENGTH:
             return None
-        used = await session.scalar(
-            update(OneTimeToken)
-            .where(OneTimeToken.token_hash == digest(token), OneTimeToken.purpose == purpose)
-            .where(OneTimeToken.used_at.is_(None), OneTimeToken.expires_at > utcnow())
-            .values(used_at=utcnow())
-            .returning(OneTimeToken.user_id)
+        user_id = await queries.consume_one_time_token(
+            session, digest(token), purpose, self.clock.now()
         )
-        if used is None:
+        if user_id is None:
             return None
-        user = await session.get(User, used)
+        user = await queries.user_by_id(session, user_id)
         return user if user is not None and user.entity_id == entity_id else None
 
-    async def verify(self, token: str, uid: str) -> User:
-        """Mark the email verified; 400 with 004's message when the link is not valid."""
+    async def verify(self, token: str, uid: str, client: Client) -> tuple[User, TokenPair | None]:
+        """Mark the email verified and log the user in (004), unless the account has MFA: a
+        link alone must not log anyone in then. Refused with 004's message when the link is not
+        valid."""
         async with self.db.transaction() as session:
             user = await self._consume(session, token, VERIFY, uid)
             if user is None or not user.active:
-                raise APIError(400, "invalid_link", INVALID_VERIFY)
+                raise Refused(INVALID_VERIFY, code="invalid_link")
             if not user.verified:
-                user.verified, user.verified_at = True, utcnow()
-                enqueue_event(session, "user.verified", user_event(user))
-        self.wake()
-        return user
+                user.verified, user.verified_at = True, self.clock.now()
+                self.outbox.event(session, "user.verified", user_event(user))
+            pair = None
+            if not user.mfa_enabled:
+                pair = self.sessions.open(session, user, kind="api", client=client)
+                user.last_login_at = self.clock.now()
+        log.info("email verified entity_id=%s", user.entity_id.hex)
+        return user, pair
 
     async def reset(self, token: str, uid: str, new_hash: str) -> User:
         """Set the new password hash and end every session of the user, in one transaction."""
         async with self.db.transaction() as session:
             user = await self._consume(session, token, RESET, uid)
             if user is None or not user.active:
-                raise APIError(400, "invalid_link", INVALID_RESET)
-            user.password_hash = new_hash
-            await session.execute(
-                update(LoginSession)
-                .where(LoginSession.user_id == user.id, LoginSession.revoked_at.is_(None))
-                .values(revoked_at=utcnow(), revoked_reason="password_reset")
-            )
-            await self.password_changed(session, user)
-        self.wake()
+                raise Refused(INVALID_RESET, code="invalid_link")
+            await queries.set_password_hash(session, user.id, new_hash)
+            await queries.revoke_user_sessions(session, user.id, "password_reset", self.clock.now())
+            self.password_changed(session, user)
+        log.info("password reset entity_id=%s", user.entity_id.hex)
         return user
-
-
-def check_new_password(password: str | None) -> str:
-    if not password:
-        raise APIError(422, "validation_error", "Please provide a new password.")
-    problem = password_problem(password)
-    if problem:
-        raise APIError(422, "weak_password", problem)
-    return password

@@ -10,19 +10,15 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from quart import current_app, request
+from quart import request
 from quart_rate_limiter import KeyCallable, RateLimit
 from quart_rate_limiter.redis_store import RedisStore
 
 from issuer.accounts.identifiers import email_key
-from issuer.lib.body import json_body
-from issuer.lib.network import client_ip
 from issuer.lib.tokens import Purpose, TokenExpired, TokenInvalid
-
-
-def remote_ip() -> str:
-    proxies = current_app.extensions["trusted_proxies"]
-    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), proxies)
+from issuer.web.bodies import FORM_TYPES
+from issuer.web.client import remote_ip
+from issuer.web.context import services, settings
 
 
 async def ip_key() -> str:
@@ -31,9 +27,9 @@ async def ip_key() -> str:
 
 async def account_key() -> str:
     """The normalised login identifier from the JSON or form body, plus the client address."""
-    data = await json_body()
+    data = await request.get_json(silent=True)
     if not isinstance(data, dict):
-        data = (await request.form).to_dict() if request.mimetype.endswith("urlencoded") else {}
+        data = (await request.form).to_dict() if request.mimetype in FORM_TYPES else {}
     identifier = str(data.get("email") or data.get("username") or "")
     # surrogatepass: a lone surrogate in the JSON is refused by the view, not a 500 here.
     digest = hashlib.sha256(email_key(identifier).encode(errors="surrogatepass")).hexdigest()[:32]
@@ -45,7 +41,7 @@ async def user_key() -> str:
     raw = request.headers.get("Authorization", "")
     token = raw.partition(" ")[2].strip()
     try:
-        claims = current_app.extensions["sessions"].codec.decode(token, Purpose.ACCESS)
+        claims = services().tokens.decode(token, Purpose.ACCESS)
     except (TokenExpired, TokenInvalid):
         return f"ip:{remote_ip()}"
     return f"user:{claims.sub}"
@@ -62,7 +58,7 @@ class ConfiguredLimit(RateLimit):
 
     @property
     def count(self) -> int:
-        return int(getattr(current_app.config["SETTINGS"], self._count_setting))
+        return int(getattr(settings(), self._count_setting))
 
     @count.setter
     def count(self, _value: int) -> None:  # dataclass __init__ assigns it; settings win
@@ -71,9 +67,7 @@ class ConfiguredLimit(RateLimit):
     @property
     def period(self) -> timedelta:
         period = self._period_setting
-        seconds = (
-            period if isinstance(period, int) else getattr(current_app.config["SETTINGS"], period)
-        )
+        seconds = period if isinstance(period, int) else getattr(settings(), period)
         return timedelta(seconds=int(seconds))
 
     @period.setter

@@ -1,20 +1,61 @@
-"""HTML pages of the accounts (002): login and register forms, the dashboard."""
+"""HTML pages of the accounts (002): login and register forms, the dashboard.
+
+The forms post to ``/login`` and ``/register``, which answer a redirect on success and the one
+JSON error shape otherwise (002's ``"Invalid credentials"``, ``"Username already taken"``); the
+pages' script shows that message next to the form, so no API path answers with HTML.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, current_app, redirect, render_template, session
-from quart_auth import current_user
+from quart import Blueprint, redirect, render_template, session
+from quart_auth import AuthUser, current_user, login_user
 from quart_schema import hide
 
-from issuer.accounts.auth import principal
+from issuer.accounts.auth import CSRF_FAILED, principal
 from issuer.accounts.identifiers import username_key
-from issuer.accounts.views import render_form, session_out
-from issuer.errors import APIError
-from issuer.lib.csrf import csrf_token
+from issuer.accounts.responses import session_out
+from issuer.accounts.schemas import LoginForm, RegisterForm
+from issuer.accounts.service import NewAccount
+from issuer.errors import Forbidden, Refused, Unauthenticated
+from issuer.lib.csrf import FIELD, csrf_token, csrf_valid
+from issuer.web.client import current_client
+from issuer.web.context import services
 
 blueprint = Blueprint("account_pages", __name__)
+
+
+async def render_form(template: str) -> Any:
+    return await render_template(template, csrf=csrf_token(session), lang="en")
+
+
+def check_form_csrf(submitted: str) -> None:
+    if not csrf_valid(session, submitted):
+        raise Forbidden(CSRF_FAILED, code="csrf_failed")
+
+
+async def register_with_form(form: RegisterForm) -> Any:
+    """002's register page post: success redirects to the login page."""
+    check_form_csrf(form.csrf_token)
+    user = await services().accounts.register(NewAccount(form.password, username=form.username))
+    if user is None:
+        raise Refused("Username already taken", code="user_exists")
+    return redirect("/login", 303)
+
+
+async def login_with_form(form: LoginForm) -> Any:
+    """The login page post: a browser session (quart-auth cookie) and the dashboard."""
+    check_form_csrf(form.csrf_token)
+    try:
+        _, pair = await services().accounts.login(
+            form.username, form.password, kind="browser", client=current_client()
+        )
+    except Unauthenticated as exc:
+        raise Unauthenticated("Invalid credentials", code="invalid_credentials") from exc
+    login_user(AuthUser(pair.session_id))
+    session.pop(FIELD, None)  # a new CSRF token after authentication
+    return redirect("/dashboard", 303)
 
 
 @blueprint.get("/login")
@@ -39,11 +80,9 @@ async def dashboard() -> Any:
         return redirect("/login")
     try:
         current = await principal()
-    except APIError as exc:
-        if exc.status == 401:
-            return redirect("/login")
-        raise
-    rows = await current_app.extensions["sessions"].active(current.user.id)
+    except Unauthenticated:
+        return redirect("/login")
+    rows = await services().sessions.active(current.user.id)
     return await render_template(
         "accounts/dashboard.html",
         user=current.user,
@@ -61,5 +100,5 @@ async def user_dashboard(username: str) -> Any:
         return redirect("/login")
     current = await principal()
     if current.user.username_key != username_key(username):
-        raise APIError(403, "forbidden", "This dashboard belongs to someone else.")
+        raise Forbidden("This dashboard belongs to someone else.")
     return await dashboard()

@@ -9,64 +9,35 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, render_template, request
+from quart import Blueprint, render_template
 from quart_rate_limiter import rate_limit
-from quart_schema import document_request, document_response, hide, validate_response
+from quart_schema import document_response, hide, validate_request, validate_response
 
-from issuer.accounts.emails import AccountEmails, check_new_password
-from issuer.accounts.identifiers import valid_email
-from issuer.accounts.limits import ip_key, remote_ip
-from issuer.accounts.schemas import Message, UserOut
-from issuer.accounts.views import user_out
-from issuer.errors import APIError, ErrorBody
-from issuer.lib.body import read_body
+from issuer.accounts.limits import ip_key
+from issuer.accounts.responses import user_out
+from issuer.accounts.schemas import EmailIn, NewPasswordIn, VerifiedOut
+from issuer.schemas import ErrorBody, Message
+from issuer.web.bodies import takes_no_body
+from issuer.web.client import current_client
+from issuer.web.context import services
 
 blueprint = Blueprint("recovery", __name__)
 MINUTE = timedelta(minutes=1)
 TOKEN_PATH = "<string(maxlength=200):token>/<string(maxlength=200):uidb64>"  # noqa: S105
 
 
-class EmailIn(BaseModel):
-    email: str | None = Field(default=None, max_length=320)
-
-
-class PasswordIn(BaseModel):
-    password: str | None = Field(default=None, max_length=4096)
-
-
-class VerifiedOut(BaseModel):
-    success: bool = True
-    message: str
-    user: UserOut
-
-
-def emails() -> AccountEmails:
-    return current_app.extensions["account_emails"]  # type: ignore[no-any-return]
-
-
-async def email_from_body() -> str:
-    body = await read_body(EmailIn)
-    if not body.email:
-        raise APIError(422, "validation_error", "Email is required.")
-    if not valid_email(body.email):
-        raise APIError(422, "validation_error", "Email address is not valid.")
-    return body.email
-
-
 @blueprint.post(f"/verify/{TOKEN_PATH}")
 @rate_limit(10, MINUTE, key_function=ip_key)
+@takes_no_body
 @validate_response(VerifiedOut)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 429)
 async def verify_email(token: str, uidb64: str) -> VerifiedOut:
-    """Confirm an email address with the link's token (single use, 1 h by default)."""
-    user = await emails().verify(token, uidb64)
-    pair = None
-    if not user.mfa_enabled:  # with MFA on, a link alone must not log anyone in
-        pair = await current_app.extensions["sessions"].open(
-            user, kind="api", user_agent=request.headers.get("User-Agent"), ip=remote_ip()
-        )
+    """Confirm an email address with the link's token (single use, 1 h by default).
+
+    Logs the user in (004) unless the account has MFA, where a link alone must not.
+    """
+    user, pair = await services().emails.verify(token, uidb64, current_client())
     return VerifiedOut(
         message="You have confirmed your account. Thanks!", user=user_out(user, pair)
     )
@@ -74,42 +45,41 @@ async def verify_email(token: str, uidb64: str) -> VerifiedOut:
 
 @blueprint.post("/resend_confirmation")
 @rate_limit(5, MINUTE, key_function=ip_key)
-@document_request(EmailIn)
+@validate_request(EmailIn)
 @validate_response(Message)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
-async def resend_confirmation() -> Message:
+async def resend_confirmation(data: EmailIn) -> Message:
     """Send the verification email again; known and unknown emails get the same answer."""
-    await emails().resend(await email_from_body())
+    await services().emails.resend(data.email)
     return Message(message="A confirmation email has been sent via email.")
 
 
 @blueprint.post("/forgot_password")
 @rate_limit(5, MINUTE, key_function=ip_key)
-@document_request(EmailIn)
+@validate_request(EmailIn)
 @validate_response(Message)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
-async def forgot_password() -> Message:
+async def forgot_password(data: EmailIn) -> Message:
     """Email a password-reset link (30 min); known and unknown emails get the same answer."""
-    await emails().forgot(await email_from_body())
+    await services().emails.forgot(data.email)
     return Message(message="Password reset email sent to the user")
 
 
 @blueprint.post(f"/reset_password/{TOKEN_PATH}")
 @rate_limit(10, MINUTE, key_function=ip_key)
-@document_request(PasswordIn)
+@validate_request(NewPasswordIn)
 @validate_response(Message)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
-async def reset_password(token: str, uidb64: str) -> Message:
+async def reset_password(token: str, uidb64: str, data: NewPasswordIn) -> Message:
     """Set a new password with the emailed token; every session of the account ends."""
-    password = check_new_password((await read_body(PasswordIn)).password)
-    new_hash = await current_app.extensions["accounts"].hash_password(password)
-    await emails().reset(token, uidb64, new_hash)
+    new_hash = await services().passwords.hash(data.password)
+    await services().emails.reset(token, uidb64, new_hash)
     return Message(message="Your password has been updated! You are now able to log in.")
 
 

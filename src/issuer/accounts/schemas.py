@@ -1,60 +1,179 @@
-"""Request and response shapes of the accounts API (bodies as in documents 001–004)."""
+"""Request and response shapes of the accounts API (bodies as in documents 001–004).
+
+Required fields are required and limits are declared, so the OpenAPI document says what the
+server accepts; the originals' messages for a missing or bad field are declared next to it
+(``when_missing`` / ``when_invalid``, CONTRACTS.md §2–§5).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-Name = Field(default=None, max_length=150)
-# Longer than any acceptable password so the answer is "too long", not a schema error.
-Secret = Field(default=None, max_length=4096)
+from issuer.lib.passwords import MAX_LENGTH as PASSWORD_MAX
+from issuer.lib.passwords import MIN_LENGTH as PASSWORD_MIN
+from issuer.schemas import NO_NUL, UNICODE, Input, Refusal, one_line
+
+# 2–150 letters, digits or .@+-_ (002's usernames).
+USERNAME_PATTERN = r"^[\w.@+-]{2,150}$"
+# local@domain, no spaces or control characters (RFC 5321 lengths).
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$"
+
+Username = Annotated[str, Field(min_length=2, max_length=150, pattern=USERNAME_PATTERN), UNICODE]
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN), UNICODE]
+# A username or an email address, as typed into a login form.
+Identifier = Annotated[str, one_line(320, min_length=1), UNICODE]
+Name = Annotated[str, one_line(150), UNICODE]
+# A new password: at least 8 characters, long passphrases welcome (ASVS 6.2.1, 6.2.9).
+NewPassword = Annotated[
+    str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL), UNICODE
+]
+# A password to check: any length an older account may have (never truncated).
+Password = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL), UNICODE]
+CsrfToken = Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")]
+
+EMAIL_REQUIRED = Refusal("Email is required.")
+EMAIL_INVALID = Refusal("Email address is not valid.")
+PASSWORD_REQUIRED = Refusal("Password is required.")
+USERNAME_INVALID = Refusal("Username must be 2–150 letters, digits or .@+-_")
+WEAK_PASSWORD = {
+    "password:string_too_short": Refusal(
+        f"Password must be at least {PASSWORD_MIN} characters.", code="weak_password"
+    ),
+    "password:string_too_long": Refusal(
+        f"Password must be at most {PASSWORD_MAX} characters.", code="weak_password"
+    ),
+}
 
 
-class Input(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=False, extra="ignore")
+def _new_password_rules(field: str) -> dict[str, Refusal]:
+    return {f"{field}:{k.split(':')[1]}": v for k, v in WEAK_PASSWORD.items()}
 
 
 class RegisterIn(Input):
-    """``username`` or ``email`` (at least one), and ``password``."""
+    """001's ``{"username", "password"}`` or 003's ``{"email", "password"}`` (at least one of
+    ``username`` and ``email``), with optional names."""
 
-    username: str | None = Name
-    email: str | None = Field(default=None, max_length=320)
-    password: str | None = Secret
-    first_name: str | None = Name
-    last_name: str | None = Name
-    csrf_token: str | None = Field(default=None, max_length=100)
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["username"]}, {"required": ["email"]}]}
+    )
+    when_missing = {
+        "password": PASSWORD_REQUIRED,
+        "identifier_missing": Refusal("Username or email is required."),
+    }
+    when_invalid = {"username": USERNAME_INVALID, "email": EMAIL_INVALID, **WEAK_PASSWORD}
+
+    username: Username | None = None
+    email: Email | None = None
+    password: NewPassword
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> Self:
+        if self.username is None and self.email is None:
+            raise PydanticCustomError("identifier_missing", "Username or email is required.")
+        return self
+
+
+class RegisterForm(Input):
+    """The register page's form (002): a username and a password, with the CSRF token."""
+
+    when_missing = {"password": PASSWORD_REQUIRED, "username": Refusal("Choose a username.")}
+    when_invalid = {"username": USERNAME_INVALID, **WEAK_PASSWORD}
+
+    username: Username
+    password: NewPassword
+    csrf_token: CsrfToken = ""
 
 
 class SignupIn(Input):
     """004's signup: ``login_method`` is ``signup`` for email and password."""
 
-    login_method: str | None = Field(default="signup", max_length=50)
-    first_name: str | None = Name
-    last_name: str | None = Name
-    email: str | None = Field(default=None, max_length=320)
-    password: str | None = Secret
+    when_missing = {"email": EMAIL_REQUIRED, "password": PASSWORD_REQUIRED}
+    when_invalid = {
+        "email": EMAIL_INVALID,
+        "login_method": Refusal("Invalid login method", 400, "bad_request"),
+        **WEAK_PASSWORD,
+    }
+
+    login_method: Literal["signup"] = "signup"
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email
+    password: NewPassword
 
 
 class LoginIn(Input):
     """``username`` (001, 002) or ``email`` (003, 004), and ``password``."""
 
-    username: str | None = Name
-    email: str | None = Field(default=None, max_length=320)
-    password: str | None = Secret
-    csrf_token: str | None = Field(default=None, max_length=100)
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["username"]}, {"required": ["email"]}]}
+    )
+    when_missing = {"identifier_missing": EMAIL_REQUIRED, "password": PASSWORD_REQUIRED}
+
+    username: Identifier | None = None
+    email: Identifier | None = None
+    password: Password
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> Self:
+        if not (self.email or self.username):
+            raise PydanticCustomError("identifier_missing", "Email is required.")
+        return self
+
+    @property
+    def identifier(self) -> str:
+        return self.email or self.username or ""
+
+
+class LoginForm(Input):
+    """The login page's form: a username or email, a password, the CSRF token."""
+
+    when_missing = {"username": EMAIL_REQUIRED, "password": PASSWORD_REQUIRED}
+
+    username: Identifier
+    password: Password
+    csrf_token: CsrfToken = ""
 
 
 class RefreshIn(Input):
-    refresh_token: str = Field(max_length=4096)
+    when_missing = {"refresh_token": Refusal("A refresh token is required.")}
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[\w.-]+$")]
 
 
 class UpdatePasswordIn(Input):
-    existing_password: str | None = Secret
-    new_password: str | None = Secret
+    """004's password change; ``new_password`` is checked first, as the original did."""
+
+    when_missing = {
+        "new_password": Refusal("Please provide a new password.", 400, "bad_request"),
+        "existing_password": Refusal("Please provide an existing password.", 400, "bad_request"),
+    }
+    when_invalid = _new_password_rules("new_password")
+
+    new_password: NewPassword
+    existing_password: Password
 
 
-class Message(BaseModel):
+class EmailIn(Input):
+    when_missing = {"email": EMAIL_REQUIRED}
+    when_invalid = {"email": EMAIL_INVALID}
+
+    email: Email
+
+
+class NewPasswordIn(Input):
+    when_missing = {"password": Refusal("Please provide a new password.")}
+    when_invalid = WEAK_PASSWORD
+
+    password: NewPassword
+
+
+class RegisteredOut(BaseModel):
     success: bool = True
     message: str
 
@@ -100,9 +219,10 @@ class TokensOut(BaseModel):
     expires_in: int
 
 
-class RegisteredOut(BaseModel):
+class VerifiedOut(BaseModel):
     success: bool = True
     message: str
+    user: UserOut
 
 
 class SessionOut(BaseModel):

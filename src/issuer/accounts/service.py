@@ -1,48 +1,30 @@
-"""Accounts: registration, authentication and password changes.
+"""Accounts: registration, password login and password changes; one transaction each.
 
-Passwords are hashed and verified in a small thread pool, never on the event loop (a verify is
-~17 ms of CPU). Uniqueness is the database's job: a unique index on each normalised identifier,
-so N concurrent registrations of one identifier make exactly one account.
+Uniqueness is the database's job: a unique index on each normalised identifier, so N concurrent
+registrations of one identifier make exactly one account. Hashing runs in the ``Passwords``
+thread pool, outside any transaction; what a use case then writes is one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
 
-from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from issuer.accounts import queries
 from issuer.accounts.emails import AccountEmails
 from issuer.accounts.identifiers import email_key, username_key
 from issuer.accounts.models import User
-from issuer.db import Database, utcnow
-from issuer.errors import APIError
-from issuer.lib.passwords import PasswordHashing, UnsafeHash, Verification, password_problem
+from issuer.accounts.passwords import Passwords
+from issuer.accounts.sessions import LoginSessions, Principal, TokenPair
+from issuer.clock import Clock
+from issuer.db import Database
+from issuer.errors import Refused, Unauthenticated
+from issuer.lib.network import Client
 
 log = logging.getLogger("issuer.audit")
-# How much lower the hashing threads run (nice increment). With as many hashing threads as cores
-# at the loop's priority, a login storm takes the event loop's CPU and every other request waits
-# (the loop shares its process's scheduling group with them). Lower, they still get all the CPU
-# the loop leaves; login throughput is unchanged.
-HASH_THREAD_NICENESS = 10
-
-
-def _lower_thread_priority() -> None:
-    """Thread-pool initializer: lower this thread's priority (on Linux, nice is per thread)."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):  # not allowed here: hash at the normal priority
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + HASH_THREAD_NICENESS))
+AUTHENTICATION_FAILED = "Authentication failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,40 +38,24 @@ class NewAccount:
 
 
 class Accounts:
-    def __init__(self, db: Database, hashing: PasswordHashing, threads: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        passwords: Passwords,
+        sessions: LoginSessions,
+        emails: AccountEmails,
+        clock: Clock,
+    ) -> None:
         self.db = db
-        self.hashing = hashing
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="argon2", initializer=_lower_thread_priority
-        )
-        # Writes the emails and events of account changes in the same transaction.
-        self.emails: AccountEmails | None = None
+        self.passwords = passwords
+        self.sessions = sessions
+        self.emails = emails
+        self.clock = clock
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def hash_password(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.hashing.hash, password)
-
-    async def verify_password(self, stored: str | None, password: str) -> Verification:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, self.hashing.verify, stored or self.hashing.dummy_hash, password
-            )
-        except UnsafeHash as exc:
-            log.warning("refused to verify an unsafe stored hash: %s", exc)
-            return Verification(False)
-
-    async def register(self, account: NewAccount, *, check: bool = True) -> User | None:
-        """Create the account; ``None`` when the email or username is taken.
-
-        ``check=False`` skips the password policy (importing legacy accounts only).
-        """
-        problem = password_problem(account.password) if check else None
-        if problem:
-            raise APIError(422, "weak_password", problem)
+    async def register(self, account: NewAccount) -> User | None:
+        """Create the account (with its ``user.created`` event and verification email);
+        ``None`` when the email or username is taken, after telling the owner of a taken email.
+        Password rules are the request schema's; the import command may pass legacy ones."""
         user = User(
             email=account.email.strip() if account.email else None,
             email_key=email_key(account.email) if account.email else None,
@@ -98,85 +64,74 @@ class Accounts:
             first_name=account.first_name,
             last_name=account.last_name,
             language=account.language,
-            password_hash=await self.hash_password(account.password),
-            created_at=utcnow(),
+            password_hash=await self.passwords.hash(account.password),
+            created_at=self.clock.now(),
         )
         try:
             async with self.db.transaction() as session:
-                session.add(user)
-                await session.flush()
-                if self.emails is not None:
-                    await self.emails.created(session, user)
+                await queries.add_user(session, user)
+                self.emails.created(session, user)
         except IntegrityError:
             log.info("registration refused: identifier taken")
-            if account.email and self.emails is not None:
+            if account.email:
                 await self.emails.signup_taken(account.email)
             return None
-        if self.emails is not None:
-            self.emails.wake()
         log.info("account created entity_id=%s", user.entity_id.hex)
         return user
 
-    async def find(self, kind: Literal["email", "username"], identifier: str) -> User | None:
-        column, key = (
-            (User.email_key, email_key(identifier))
-            if kind == "email"
-            else (User.username_key, username_key(identifier))
-        )
-        async with self.db.sessions() as session:
-            return await session.scalar(select(User).where(column == key))
+    async def username_taken(self, username: str) -> bool:
+        async with self.db.session() as session:
+            return await queries.user_by_username(session, username) is not None
 
-    async def find_any(self, identifier: str) -> User | None:
-        """By email or username, whichever matches."""
-        async with self.db.sessions() as session:
-            return await session.scalar(
-                select(User)
-                .where(
-                    or_(
-                        User.email_key == email_key(identifier),
-                        User.username_key == username_key(identifier),
-                    )
-                )
-                .limit(1)
-            )
+    async def login(
+        self, identifier: str, password: str, *, kind: str, client: Client
+    ) -> tuple[User, TokenPair]:
+        """Check the password and open a login session, in one transaction.
 
-    async def authenticate(self, user: User | None, password: str) -> User | None:
-        """Check the password (the same work whether or not the user exists; ASVS 6.3.8)."""
-        result = await self.verify_password(user.password_hash if user else None, password)
-        if user is None or not result.ok or not user.active:
-            log.info("login failed entity_id=%s", user.entity_id.hex if user else "-")
-            return None
-        if result.new_hash:  # parameters changed, or a legacy bcrypt hash: upgrade it now
-            await self._store_hash(user.id, result.new_hash)
-            user.password_hash = result.new_hash
-        return user
+        The same work whether or not the account exists (ASVS 6.3.8). The login is recorded
+        only if the password hash is still the one just verified, so a password changed or
+        reset meanwhile wins; a legacy or outdated hash is upgraded in the same transaction.
+        """
+        for _ in range(2):  # a second try only if a concurrent login upgraded the hash
+            async with self.db.session() as session:
+                user = await queries.user_by_login(session, identifier)
+            result = await self.passwords.verify(user.password_hash if user else None, password)
+            if user is None or not result.ok or not user.active:
+                log.info("login failed entity_id=%s", user.entity_id.hex if user else "-")
+                raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
+            now = self.clock.now()
+            async with self.db.transaction() as session:
+                recorded = await queries.record_login(
+                    session, user.id, checked_hash=user.password_hash, new_hash=result.new_hash,
+                    now=now,
+                )  # fmt: skip
+                if recorded:
+                    pair = self.sessions.open(session, user, kind=kind, client=client)
+            if recorded:
+                user.last_login_at = now
+                user.password_hash = result.new_hash or user.password_hash
+                return user, pair
+        log.info("login failed: the credentials changed meanwhile")
+        raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
 
-    async def _store_hash(self, user_id: int, new_hash: str) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(User).where(User.id == user_id).values(password_hash=new_hash)
-            )
-
-    async def change_password(self, user: User, existing: str, new: str) -> None:
-        """ASVS 6.2.3: the current password is required. Raises 400/422 with 004's messages."""
-        if not new:
-            raise APIError(400, "bad_request", "Please provide a new password.")
-        if not existing:
-            raise APIError(400, "bad_request", "Please provide an existing password.")
+    async def change_password(self, principal: Principal, existing: str, new: str) -> None:
+        """ASVS 6.2.3: the current password is required. In one transaction: the new hash, the
+        end of every other session of the user, the ``password.changed`` event and notice."""
+        user = principal.user
         if existing == new:
-            raise APIError(400, "bad_request", "Existing and new password cannot be same.")
-        problem = password_problem(new)
-        if problem:
-            raise APIError(422, "weak_password", problem)
-        if not (await self.verify_password(user.password_hash, existing)).ok:
-            raise APIError(400, "bad_request", "Provided existing password is invalid")
-        new_hash = await self.hash_password(new)
+            raise Refused("Existing and new password cannot be same.")
+        if not (await self.passwords.verify(user.password_hash, existing)).ok:
+            log.info("password change refused: wrong password entity_id=%s", user.entity_id.hex)
+            raise Refused("Provided existing password is invalid")
+        new_hash = await self.passwords.hash(new)
         async with self.db.transaction() as session:
-            await session.execute(
-                update(User).where(User.id == user.id).values(password_hash=new_hash)
+            if not await queries.replace_password_hash(
+                session, user.id, old_hash=user.password_hash, new_hash=new_hash
+            ):
+                raise Refused("Provided existing password is invalid")
+            await self.sessions.revoke_all(
+                session, user.id, "password_changed", keep=principal.session.id
             )
-            if self.emails is not None:
-                await self.emails.password_changed(session, user)
-        if self.emails is not None:
-            self.emails.wake()
+            self.emails.password_changed(session, user)
+        user.password_hash = new_hash
         log.info("password changed entity_id=%s", user.entity_id.hex)

@@ -22,6 +22,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.db import after_commit
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "issuance_state"
@@ -59,30 +61,30 @@ class LocalBroker:
             queue.put_nowait(snapshot)
 
     async def stage(self, session: AsyncSession, snapshot: Snapshot) -> None:
-        """Called inside the transaction that produced ``snapshot``."""
+        """Called inside the transaction that produced ``snapshot``: deliver it once that
+        transaction has committed."""
+        after_commit(session, lambda: self.deliver(snapshot))
 
-    def committed(self, snapshot: Snapshot) -> None:
-        """Called after that transaction committed."""
-        self.deliver(snapshot)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Nothing to listen to in one process."""
 
 
 class PostgresBroker(LocalBroker):
     """Cross-worker fan-out through PostgreSQL ``LISTEN/NOTIFY``."""
 
     def __init__(
-        self, dsn: str, resync: Callable[[list[str]], Awaitable[None]], *, max_backoff: float = 5.0
+        self,
+        dsn: str,
+        load: Callable[[list[str]], Awaitable[list[Snapshot]]],
+        *,
+        max_backoff: float = 5.0,
     ) -> None:
+        """``load``: the stored snapshots of the given sessions (replayed after a lost LISTEN
+        connection, whose notifications are gone)."""
         super().__init__()
         self._dsn = dsn
-        self._resync = resync
+        self._load = load
         self._max_backoff = max_backoff
-        self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
 
     async def stage(self, session: AsyncSession, snapshot: Snapshot) -> None:
@@ -92,45 +94,40 @@ class PostgresBroker(LocalBroker):
             {"channel": CHANNEL, "payload": json.dumps(snapshot, separators=(",", ":"))},
         )
 
-    def committed(self, snapshot: Snapshot) -> None:
-        return None
-
-    async def start(self) -> None:
-        # Not awaited: startup must not hang on a database that is down (readiness reports it);
-        # every (re)connect replays the stored state of the sessions watched meanwhile.
-        self._task = asyncio.create_task(self._listen_forever(), name="pg-listen")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             self.deliver(json.loads(payload))
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed notification on %s", CHANNEL)
 
-    async def _watch(self, conn: asyncpg.Connection) -> None:
-        """Return when the connection is lost; a silent network drop is caught by a ping."""
-        while True:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=15)
+    async def _watch(self, conn: asyncpg.Connection, stopping: asyncio.Event) -> None:
+        """Return when the connection is lost (a silent network drop is caught by a ping) or
+        when the worker stops."""
+        while not stopping.is_set():
+            lost = asyncio.ensure_future(self._lost.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            done, _ = await asyncio.wait({lost, stop}, timeout=15, return_when="FIRST_COMPLETED")
+            lost.cancel()
+            stop.cancel()
+            if done:
                 return
             try:
                 await conn.fetchval("SELECT 1", timeout=5)
             except Exception:
                 return
 
-    async def _listen_forever(self) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
+        """LISTEN until ``stopping``, reconnecting with backoff. Started without waiting for
+        the database (readiness reports it down); every (re)connect replays the stored state
+        of the sessions watched meanwhile."""
         backoff = 0.1
-        while True:
+        while not stopping.is_set():
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             try:
@@ -139,9 +136,11 @@ class PostgresBroker(LocalBroker):
                 await conn.add_listener(CHANNEL, self._on_notify)
                 backoff = 0.1
                 # Notifications sent while we were away are gone: replay stored state.
-                await self._resync(self.watched)
-                await self._watch(conn)
-                log.warning("LISTEN connection lost; reconnecting")
+                for snapshot in await self._load(self.watched):
+                    self.deliver(snapshot)
+                await self._watch(conn, stopping)
+                if not stopping.is_set():
+                    log.warning("LISTEN connection lost; reconnecting")
             finally:
                 with suppress(Exception):
                     await conn.close(timeout=2)

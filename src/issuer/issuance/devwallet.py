@@ -16,64 +16,69 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from quart import Blueprint, Quart, current_app, request, session
-from quart_schema import validate_response
+from quart import Blueprint, request, session
+from quart_schema import document_response, validate_response
 
-from issuer.config import Settings
-from issuer.errors import APIError
+from issuer.errors import Forbidden, NotFound, Unavailable
 from issuer.issuance.agents.acapy import AcaPyAgent
-from issuer.issuance.agents.local import LocalAgent, LocalAgentSpec, free_port
-from issuer.issuance.routes import current_id, service
+from issuer.issuance.agents.local import LocalAgent, LocalAgentSpec
+from issuer.issuance.routes import current_row
 from issuer.issuance.schemas import WebhookAck
 from issuer.lib.csrf import HEADER, csrf_valid
+from issuer.schemas import ErrorBody
+from issuer.web.bodies import takes_no_body
+from issuer.web.context import services
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("devwallet", __name__)
 
 
-async def start_local_agents(app: Quart, settings: Settings) -> AcaPyAgent:
-    """Start the issuer (webhooks to this app) and the test wallet; stop both at shutdown."""
-    binary = settings.acapy_bin
-    if not os.path.exists(binary):  # noqa: ASYNC240  (one stat at startup)
-        raise RuntimeError(
-            f"ACA-Py not found at {binary}: run `make acapy` or set ISSUER_ACAPY_BIN"
+class LocalAgents:
+    """The local ACA-Py issuer (webhooks to this app) and an auto-accepting test wallet.
+
+    Built complete: ports and keys are chosen here, so ``agent`` (the issuer's admin client)
+    exists before the processes do; ``start()`` launches them when the app starts serving.
+    """
+
+    def __init__(
+        self, binary: str, *, webhook_url: str, webhook_key: str, timeout: float,
+        credential_type: str,
+    ) -> None:  # fmt: skip
+        self.binary = binary
+        admin_key = secrets.token_urlsafe(24)
+        self.issuer = LocalAgent(
+            LocalAgentSpec(
+                label="issuer", webhook_url=f"{webhook_url}#{webhook_key}", admin_api_key=admin_key
+            ),
+            binary,
         )
-    if not settings.webhook_api_key:
-        settings.webhook_api_key = secrets.token_urlsafe(24)
-    admin_key = secrets.token_urlsafe(24)
-    issuer = LocalAgent(
-        LocalAgentSpec(
-            label="issuer",
-            admin_port=free_port(),
-            inbound_port=free_port(),
-            webhook_url=f"http://127.0.0.1:{settings.port}/webhooks#{settings.webhook_api_key}",
-            admin_api_key=admin_key,
-        ),
-        binary,
-    )
-    holder = LocalAgent(
-        LocalAgentSpec(
-            label="test-wallet",
-            admin_port=free_port(),
-            inbound_port=free_port(),
-            webhook_url=None,
-            admin_api_key=None,
-            holder=True,
-        ),
-        binary,
-    )
-    app.extensions["stop_on_shutdown"] = [issuer.stop, holder.stop]
-    await issuer.start()
-    await holder.start()
-    log.info("local ACA-Py issuer at %s, test wallet at %s", issuer.admin_url, holder.admin_url)
-    settings.test_wallet_admin_url = holder.admin_url
-    app.extensions["test_wallet"] = holder.admin_url
-    return AcaPyAgent(
-        issuer.admin_url,
-        api_key=admin_key,
-        timeout=settings.agent_timeout,
-        credential_type=settings.credential_type,
-    )
+        self.holder = LocalAgent(LocalAgentSpec(label="test-wallet", holder=True), binary)
+        self.agent = AcaPyAgent(
+            self.issuer.admin_url,
+            api_key=admin_key,
+            timeout=timeout,
+            credential_type=credential_type,
+        )
+
+    @property
+    def test_wallet_url(self) -> str:
+        return self.holder.admin_url
+
+    async def start(self) -> None:
+        if not os.path.exists(self.binary):  # noqa: ASYNC240  (one stat at startup)
+            raise RuntimeError(
+                f"ACA-Py not found at {self.binary}: run `make acapy` or set ISSUER_ACAPY_BIN"
+            )
+        await self.issuer.start()
+        await self.holder.start()
+        log.info(
+            "local ACA-Py issuer at %s, test wallet at %s", self.issuer.admin_url,
+            self.holder.admin_url,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.holder.stop()
+        await self.issuer.stop()
 
 
 def invitation_message(invitation_url: str) -> dict[str, Any]:
@@ -84,31 +89,33 @@ def invitation_message(invitation_url: str) -> dict[str, Any]:
     return message
 
 
-@blueprint.before_app_serving
-async def remember_wallet() -> None:
-    url = current_app.config["SETTINGS"].test_wallet_admin_url
-    if url:
-        current_app.extensions["test_wallet"] = url
-
-
 @blueprint.post("/dev/test-wallet")
+@takes_no_body
 @validate_response(WebhookAck)
+@document_response(ErrorBody, 403)
+@document_response(ErrorBody, 404)
+@document_response(ErrorBody, 503)
 async def use_test_wallet() -> WebhookAck:
     """Development only: the local test wallet receives this session's invitation."""
     if not csrf_valid(session, request.headers.get(HEADER)):
-        raise APIError(403, "csrf_failed", "The page has expired; reload it.")
-    wallet = current_app.extensions.get("test_wallet")
+        raise Forbidden("The page has expired; reload it.", code="csrf_failed")
+    wallet = services().test_wallet_url
     if not wallet:
-        raise APIError(503, "no_test_wallet", "The local test wallet is not running.")
-    row = await service().get(current_id())
-    if row is None or not row.invitation_url:
-        raise APIError(404, "no_session", "There is no invitation to accept.")
+        raise Unavailable("The local test wallet is not running.", code="no_test_wallet")
+    row = await current_row()
+    if not row.invitation_url:
+        raise NotFound("There is no invitation to accept.", code="no_session")
     async with httpx.AsyncClient(base_url=wallet, timeout=10) as client:
-        response = await client.post(
-            "/out-of-band/receive-invitation",
-            params={"auto_accept": "true"},
-            json=invitation_message(row.invitation_url),
-        )
+        try:
+            response = await client.post(
+                "/out-of-band/receive-invitation",
+                params={"auto_accept": "true"},
+                json=invitation_message(row.invitation_url),
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                "The local test wallet is not running.", code="no_test_wallet"
+            ) from exc
     if response.status_code >= 400:
-        raise APIError(502, "test_wallet_failed", "The test wallet refused the invitation.")
+        raise Unavailable("The test wallet refused the invitation.", code="test_wallet_failed")
     return WebhookAck()

@@ -15,6 +15,7 @@ import time
 from issuer.issuance.agents.base import AgentUnavailable
 from issuer.issuance.service import IssuanceService
 from issuer.issuance.states import FINAL_STATES
+from issuer.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Pollers:
     def __init__(
         self,
         service: IssuanceService,
+        supervisor: Supervisor,
         *,
         initial_delay: float,
         backoff: float,
@@ -30,27 +32,27 @@ class Pollers:
         idle_timeout: float = 30.0,
     ) -> None:
         self._service = service
+        self._supervisor = supervisor
         self._initial = initial_delay
         self._backoff = backoff
         self._max = max_delay
         self._idle_timeout = idle_timeout
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, float] = {}
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return sum(f"poll:{session_id}" in self._supervisor for session_id in self._seen)
+
+    def task(self, session_id: str) -> asyncio.Task[None] | None:
+        """The poller of ``session_id`` while it runs."""
+        return self._supervisor.task(f"poll:{session_id}")
 
     def ensure(self, session_id: str) -> None:
-        """Note a listener for ``session_id`` and start its poller unless one runs."""
+        """Note a listener for ``session_id`` and start its poller unless one runs (under the
+        supervisor, which restarts it if it crashes and stops it at shutdown)."""
         self._seen[session_id] = time.monotonic()
-        if session_id not in self._tasks:
-            task = asyncio.create_task(self._poll(session_id), name=f"poll-{session_id[:8]}")
-            self._tasks[session_id] = task
-            task.add_done_callback(lambda _t: self._forget(session_id))
-
-    def _forget(self, session_id: str) -> None:
-        self._tasks.pop(session_id, None)
-        self._seen.pop(session_id, None)
+        self._supervisor.run(
+            f"poll:{session_id}", lambda stopping: self._poll(session_id, stopping)
+        )
 
     def _idle(self, session_id: str) -> bool:
         if self._service.broker.listener_count(session_id):
@@ -58,11 +60,19 @@ class Pollers:
             return False
         return time.monotonic() - self._seen.get(session_id, 0.0) > self._idle_timeout
 
-    async def _poll(self, session_id: str) -> None:
+    async def _poll(self, session_id: str, stopping: asyncio.Event) -> None:
+        await self._poll_until_done(session_id, stopping)  # a crash keeps its listeners noted
+        self._seen.pop(session_id, None)
+
+    async def _poll_until_done(self, session_id: str, stopping: asyncio.Event) -> None:
         delay = self._initial
         version = -1
         while not self._idle(session_id):
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(stopping.wait(), delay)
+                return
+            except TimeoutError:
+                pass
             row = await self._service.get(session_id)
             if row is None or row.state in FINAL_STATES:
                 return
@@ -79,9 +89,3 @@ class Pollers:
                 version, delay = moved.version, self._initial
             else:
                 delay = min(delay * self._backoff, self._max)
-
-    async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

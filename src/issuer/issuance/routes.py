@@ -6,21 +6,14 @@ import asyncio
 import functools
 import hmac
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from quart import (
-    Blueprint,
-    current_app,
-    redirect,
-    render_template,
-    request,
-    session,
-    websocket,
-)
-from quart_schema import DataSource, document_request, document_response, hide, validate_response
+from quart import Blueprint, Quart, redirect, render_template, request, session, websocket
+from quart_schema import DataSource, document_response, hide, validate_request, validate_response
 
-from issuer.errors import APIError, ErrorBody
+from issuer.errors import Forbidden, NotFound, Unauthenticated, Unavailable
 from issuer.issuance.agents.acapy import connection_is_active, exchange_status
 from issuer.issuance.agents.base import AgentUnavailable
 from issuer.issuance.i18n import LANGUAGES, texts
@@ -28,26 +21,32 @@ from issuer.issuance.models import IssuanceSession
 from issuer.issuance.schemas import (
     AcceptanceCheck,
     ConnectionCheck,
-    NameForm,
+    NameFormBase,
     SessionState,
     WebhookAck,
+    WebhookEvent,
+    name_form,
 )
 from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
-from issuer.lib.body import json_body
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.lib.qr import qr_svg
 from issuer.ops.metrics import WEBSOCKETS
+from issuer.schemas import ErrorBody
+from issuer.web.context import services, settings
+from issuer.web.idempotency import idempotent
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("issuance", __name__)
 COOKIE_KEY = "issuance"
 MAX_REMEMBERED = 5
-MAX_ATTRIBUTE_LENGTH = 200
+NO_SESSION = "There is no issuance session; open the start page."
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def service() -> IssuanceService:
-    return current_app.extensions["issuance"]  # type: ignore[no-any-return]
+    return services().issuance
 
 
 def remember(session_id: str) -> None:
@@ -63,12 +62,19 @@ def owned(session_id: str, cookie: Any) -> bool:
 def current_id() -> str:
     ids = session.get(COOKIE_KEY) or []
     if not ids:
-        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
+        raise NotFound(NO_SESSION, code="no_session")
     return str(ids[-1])
 
 
+async def current_row() -> IssuanceSession:
+    row = await service().get(current_id())
+    if row is None:
+        raise NotFound(NO_SESSION, code="no_session")
+    return row
+
+
 def note_listener(session_id: str) -> None:
-    pollers = current_app.extensions.get("pollers")
+    pollers = services().pollers
     if pollers is not None:
         pollers.ensure(session_id)
 
@@ -76,7 +82,7 @@ def note_listener(session_id: str) -> None:
 async def render_page(
     row_state: dict[str, Any], language: str, qr: str | None, status: int = 200
 ) -> tuple[str, int]:
-    settings = current_app.config["SETTINGS"]
+    config = settings()
     labels = texts(language)
     body = await render_template(
         "issuance/page.html",
@@ -85,9 +91,9 @@ async def render_page(
         languages=LANGUAGES,
         snapshot=row_state,
         qr=qr,
-        attributes=[(name, labels.get(name, name)) for name in settings.attribute_names],
+        attributes=[(name, labels.get(name, name)) for name in config.attribute_names],
         csrf=csrf_token(session),
-        test_wallet=settings.development and "test_wallet" in current_app.extensions,
+        test_wallet=services().test_wallet_url is not None,
     )
     return body, status
 
@@ -97,12 +103,10 @@ async def render_page(
 @hide
 async def start_page(language: str | None = None) -> Any:
     """Start an issuance: a new session and invitation, shown as a QR code."""
-    language = language or current_app.config["SETTINGS"].default_language
+    language = language or settings().default_language
     try:
         row, invitation = await service().start(language)
-    except APIError as exc:
-        if exc.status != 503:
-            raise
+    except Unavailable as exc:
         error = {"id": None, "state": "error", "version": 0, "error": exc.code}
         return await render_page(error, language, None, 503)
     remember(row.id)
@@ -116,10 +120,8 @@ async def start_page(language: str | None = None) -> Any:
 async def resume_page() -> Any:
     """Show the current session's page in whatever state it is in (the original's pages)."""
     try:
-        row = await service().get(current_id())
-    except APIError:
-        row = None
-    if row is None:
+        row = await current_row()
+    except NotFound:
         return redirect("/")
     qr = None
     if row.state == State.INVITED and row.invitation_url:
@@ -127,40 +129,35 @@ async def resume_page() -> Any:
     return await render_page(row.snapshot(), row.language, qr)
 
 
-def read_attributes(form: dict[str, str]) -> dict[str, str]:
-    names = current_app.config["SETTINGS"].attribute_names
-    missing = [n for n in names if not (form.get(n) or "").strip()]
-    too_long = [n for n in names if len(form.get(n) or "") > MAX_ATTRIBUTE_LENGTH]
-    if missing or too_long:
-        details = [{"loc": [n], "msg": "required"} for n in missing]
-        details += [
-            {"loc": [n], "msg": f"at most {MAX_ATTRIBUTE_LENGTH} characters"} for n in too_long
-        ]
-        raise APIError(422, "validation_error", "Please fill in every field.", details=details)
-    return {n: form[n].strip() for n in names}
+def register_name_form(app: Quart, attribute_names: list[str]) -> None:
+    """``POST /name``, validated by a form model of the configured attributes (so the OpenAPI
+    document lists exactly the fields this deployment asks for)."""
+    model = name_form(attribute_names)
 
+    @idempotent
+    @validate_request(model, source=DataSource.FORM)
+    @document_response(SessionState, 200)
+    @document_response(ErrorBody, 403)
+    @document_response(ErrorBody, 404)
+    @document_response(ErrorBody, 409)
+    @document_response(ErrorBody, 422)
+    @document_response(ErrorBody, 503)
+    async def submit_name(data: NameFormBase) -> Any:
+        """Submit the holder's details; the agent sends the credential offer.
 
-@blueprint.post("/name")
-@document_request(NameForm, source=DataSource.FORM)
-@document_response(SessionState, 200)
-@document_response(ErrorBody, 403)
-@document_response(ErrorBody, 409)
-@document_response(ErrorBody, 422)
-@document_response(ErrorBody, 503)
-async def submit_name() -> Any:
-    """Submit the holder's details; the agent sends the credential offer.
+        Form fields are the configured attributes (default ``prename``, ``surname``,
+        ``institution``, each 1–200 characters on one line) plus ``csrf_token`` (or the
+        ``X-CSRF-Token`` header). Answers the new state as JSON, or redirects browsers that
+        posted the form without JavaScript.
+        """
+        if not csrf_valid(session, data.csrf_token or request.headers.get(HEADER)):
+            raise Forbidden("The form has expired; reload the page.", code="csrf_failed")
+        snapshot = await service().offer(current_id(), data.attributes(attribute_names))
+        if request.accept_mimetypes.best == "text/html":
+            return redirect("/name", 303)
+        return snapshot
 
-    Form fields are the configured attributes (default ``prename``, ``surname``,
-    ``institution``) plus ``csrf_token`` (or the ``X-CSRF-Token`` header). Answers the new state
-    as JSON, or redirects browsers that posted the form without JavaScript.
-    """
-    form = await request.form
-    if not csrf_valid(session, form.get("csrf_token") or request.headers.get(HEADER)):
-        raise APIError(403, "csrf_failed", "The form has expired; reload the page.")
-    snapshot = await service().offer(current_id(), read_attributes(form.to_dict()))
-    if request.accept_mimetypes.best == "text/html":
-        return redirect("/name", 303)
-    return snapshot
+    app.add_url_rule("/name", "issuance.submit_name", submit_name, methods=["POST"])
 
 
 @blueprint.get("/check_connection/")
@@ -191,18 +188,13 @@ async def check_acceptance() -> AcceptanceCheck:
 @document_response(ErrorBody, 404)
 async def current_state() -> SessionState:
     """The state of this browser's current issuance session."""
-    row = await service().get(current_id())
-    if row is None:
-        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
-    return SessionState(**row.snapshot())
+    return SessionState(**(await current_row()).snapshot())
 
 
 async def polled_session() -> IssuanceSession:
     """The cookie's current session for the original's polling routes; its poller is kept alive
     while the session is still going (agents without events)."""
-    row = await service().get(current_id())
-    if row is None:
-        raise APIError(404, "no_session", "There is no issuance session; open the start page.")
+    row = await current_row()
     if row.state not in FINAL_STATES:
         note_listener(row.id)
     return row
@@ -212,8 +204,7 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
     """ASVS 4.4.1: the handshake's ``Origin`` must be ours or on the configured allow-list."""
     if not origin:
         return False
-    allowed = current_app.config["SETTINGS"].origin_allow_list
-    if origin.rstrip("/") in allowed:
+    if origin.rstrip("/") in settings().origin_allow_list:
         return True
     return bool(host) and urlsplit(origin).netloc == host
 
@@ -239,7 +230,8 @@ async def issuance_updates(session_id: str) -> None:
         if row.state in FINAL_STATES:
             return
         note_listener(session_id)
-        current_app.add_background_task(catch_up, svc, session_id)
+        if svc.agent_pushes_events:
+            services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, session_id))
         with WEBSOCKETS.track_inprogress():
             while True:
                 snapshot = await queue.get()
@@ -253,7 +245,7 @@ async def issuance_updates(session_id: str) -> None:
 async def catch_up(svc: IssuanceService, session_id: str) -> None:
     """On (re)connect, read the record back from the agent in case a webhook was missed."""
     row = await svc.get(session_id)
-    if row is None or row.state in FINAL_STATES or not svc.agent.pushes_events:
+    if row is None or row.state in FINAL_STATES:
         return
     try:
         await svc.reconcile(row)
@@ -261,31 +253,53 @@ async def catch_up(svc: IssuanceService, session_id: str) -> None:
         log.info("catch-up of %s… skipped: %s", session_id[:8], exc)
 
 
+def webhook_key_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """ACA-Py's webhooks carry the shared key in ``X-API-Key`` (``--webhook-url URL#KEY``)."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        expected = services().webhook_key
+        given = request.headers.get("X-API-Key", "")
+        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+            raise Unauthenticated("Missing or wrong webhook key.")
+        return await func(*args, **kwargs)
+
+    return wrapper
+
+
 @blueprint.post("/webhooks/topic/<topic>/")
 @blueprint.post("/webhooks/topic/<topic>")
+@webhook_key_required
+@validate_request(WebhookEvent)
 @validate_response(WebhookAck)
+@document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
-async def agent_webhook(topic: str) -> WebhookAck:
-    """ACA-Py event webhook; authenticated by the shared key in ``X-API-Key``."""
-    expected = current_app.config["SETTINGS"].webhook_api_key
-    given = request.headers.get("X-API-Key", "")
-    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise APIError(401, "unauthorized", "Missing or wrong webhook key.")
-    body = await json_body()
-    if not isinstance(body, dict):
-        raise APIError(400, "bad_request", "The webhook body must be a JSON object.")
+@document_response(ErrorBody, 422)
+async def agent_webhook(topic: str, data: WebhookEvent) -> WebhookAck:
+    """ACA-Py event webhook; authenticated by the shared key in ``X-API-Key``.
+
+    Acts on ``connections`` (state ``active``) and ``issue_credential_v2_0`` (``done``,
+    ``abandoned``); every other topic is acknowledged.
+    """
     svc = service()
-    if topic == "connections" and connection_is_active(body):
+    record = data.model_dump()
+    if topic == "connections" and connection_is_active(record):
         connection = functools.partial(
             svc.connection_active,
-            connection_id=body.get("connection_id"),
-            invitation_msg_id=body.get("invitation_msg_id"),
+            connection_id=data.connection_id,
+            invitation_msg_id=data.invitation_msg_id,
         )
         if not await connection():
-            current_app.add_background_task(connection, attempts=EVENT_RETRIES)
-    elif topic == "issue_credential_v2_0" and body.get("cred_ex_id"):
-        exchange = exchange_status(body)
-        args = (str(body["cred_ex_id"]), exchange.status, exchange.detail)
+            services().supervisor.run(
+                f"webhook:{data.connection_id or data.invitation_msg_id}",
+                lambda _: connection(attempts=EVENT_RETRIES),
+            )
+    elif topic == "issue_credential_v2_0" and data.cred_ex_id:
+        exchange = exchange_status(record)
+        args = (data.cred_ex_id, exchange.status, exchange.detail)
         if not await svc.exchange_finished(*args):
-            current_app.add_background_task(svc.exchange_finished, *args, attempts=EVENT_RETRIES)
+            services().supervisor.run(
+                f"webhook:{data.cred_ex_id}:{exchange.status}",
+                lambda _: svc.exchange_finished(*args, attempts=EVENT_RETRIES),
+            )
     return WebhookAck()

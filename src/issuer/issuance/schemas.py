@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-Text = Field(min_length=1, max_length=200)
+from issuer.schemas import NO_NUL, UNICODE, Input, Refusal, one_line
+
+# One credential attribute as the holder types it: 1–200 characters on one line (no control
+# characters reach the credential).
+Attribute = Annotated[str, one_line(200, min_length=1), UNICODE]
+AgentId = Annotated[str, one_line(128, min_length=1), UNICODE]
+FILL_IN = Refusal("Please fill in every field.")
 
 
-class NameForm(BaseModel):
-    """The holder's details; attribute names beyond these three come from configuration."""
+class NameFormBase(Input):
+    """The holder's details: one field per configured attribute, plus the CSRF token."""
 
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
 
-    prename: str = Text
-    surname: str = Text
-    institution: str = Text
-    csrf_token: str | None = Field(default=None, max_length=100)
+    csrf_token: Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")] = ""
+
+    def attributes(self, names: list[str]) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in names}
+
+
+def name_form(attribute_names: list[str]) -> type[NameFormBase]:
+    """The form model for these attribute names (``ISSUER_CREDENTIAL_ATTRIBUTES``)."""
+    fields: dict[str, Any] = {name: (Attribute, ...) for name in attribute_names}
+    model = create_model("NameForm", __base__=NameFormBase, **fields)
+    model.when_missing = dict.fromkeys(attribute_names, FILL_IN)
+    model.when_invalid = dict.fromkeys(attribute_names, FILL_IN)
+    return model
+
+
+class WebhookEvent(Input):
+    """The fields of ACA-Py's ``connections`` and ``issue_credential_v2_0`` events we read;
+    the rest of the record is ignored."""
+
+    state: Annotated[str, one_line(64)] | None = None
+    rfc23_state: Annotated[str, one_line(64)] | None = None
+    connection_id: AgentId | None = None
+    invitation_msg_id: AgentId | None = None
+    cred_ex_id: AgentId | None = None
+    error_msg: Annotated[str, Field(max_length=2000, pattern=NO_NUL), UNICODE] | None = None
 
 
 class SessionState(BaseModel):
-    """A session snapshot, as pushed over the websocket."""
+    """A session snapshot, as pushed over the websocket; ``updated_at`` is ISO 8601 in UTC."""
 
     id: str
     state: Literal["invited", "connected", "offered", "accepted", "declined", "expired", "failed"]

@@ -1,9 +1,10 @@
 """Issuance logic: sessions, transitions, agent events, reconciliation and expiry.
 
-Services take plain arguments and raise :class:`APIError`; only routes touch the request.
 Every transition is one conditional ``UPDATE … WHERE state IN (allowed predecessors)
-RETURNING``, so duplicate and out-of-order agent events are harmless, and its snapshot is
-published through the broker in the same transaction.
+RETURNING``, so duplicate and out-of-order agent events are harmless; its snapshot goes to the
+broker and (for an accepted credential) its event to the outbox in the same transaction. No
+transaction is held open across a call to the agent: a step that needs the agent claims its
+row first (so it runs once), calls the agent, then records the answer.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import null, select, update
-
-from issuer.db import Database, utcnow
-from issuer.errors import APIError
+from issuer.clock import Clock
+from issuer.db import Database
+from issuer.errors import Conflict, NotFound, Unavailable
+from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
 from issuer.issuance.broker import LocalBroker, Snapshot
 from issuer.issuance.models import IssuanceSession
-from issuer.issuance.states import ACTIVE_STATES, ALLOWED_FROM, State
+from issuer.issuance.states import State
 from issuer.ops.metrics import TRANSITIONS
-from issuer.outbox.service import enqueue_event
+from issuer.outbox.service import Outbox
 
 log = logging.getLogger(__name__)
 EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
@@ -37,13 +38,24 @@ EXCHANGE_TO_STATE = {
 }
 
 
-def agent_down() -> APIError:
-    return APIError(
-        503,
-        "agent_unavailable",
+def agent_down() -> Unavailable:
+    return Unavailable(
         "The credential agent is not reachable right now. Please try again in a moment.",
-        headers={"Retry-After": "5"},
+        code="agent_unavailable",
+        retry_after=5,
     )
+
+
+def snapshot_loader(db: Database) -> Callable[[list[str]], Awaitable[list[Snapshot]]]:
+    """Reads the stored snapshots of sessions (what a reconnecting listener is replayed)."""
+
+    async def load(session_ids: list[str]) -> list[Snapshot]:
+        if not session_ids:
+            return []
+        async with db.session() as session:
+            return [row.snapshot() for row in await queries.by_ids(session, session_ids)]
+
+    return load
 
 
 class IssuanceService:
@@ -52,67 +64,48 @@ class IssuanceService:
         db: Database,
         agent: Agent | None,
         broker: LocalBroker,
+        outbox: Outbox,
+        clock: Clock,
         *,
         offer_timeout: float,
         invitation_timeout: float,
     ) -> None:
+        """``agent`` ``None``: none is configured; every step that needs one answers 503."""
         self.db = db
         self._agent = agent
         self.broker = broker
-        self.wake_outbox: Callable[[], None] = lambda: None
+        self.outbox = outbox
+        self.clock = clock
         self.offer_timeout = timedelta(seconds=offer_timeout)
         self.invitation_timeout = timedelta(seconds=invitation_timeout)
 
     @property
     def agent(self) -> Agent:
         if self._agent is None:
-            raise APIError(503, "agent_not_configured", "No credential agent is configured.")
+            raise Unavailable("No credential agent is configured.", code="agent_not_configured")
         return self._agent
+
+    @property
+    def agent_pushes_events(self) -> bool:
+        return self._agent is not None and self._agent.pushes_events
 
     # --- reading -------------------------------------------------------------------------
 
     async def get(self, session_id: str) -> IssuanceSession | None:
-        async with self.db.sessions() as session:
-            return await session.get(IssuanceSession, session_id)
-
-    async def snapshots(self, session_ids: list[str]) -> list[Snapshot]:
-        if not session_ids:
-            return []
-        async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(IssuanceSession).where(IssuanceSession.id.in_(session_ids))
-            )
-            return [row.snapshot() for row in rows]
-
-    async def resync(self, session_ids: list[str]) -> None:
-        """Push the stored state of these sessions to local listeners (after a lost LISTEN)."""
-        for snapshot in await self.snapshots(session_ids):
-            self.broker.deliver(snapshot)
+        async with self.db.session() as session:
+            return await queries.get(session, session_id)
 
     # --- transitions ---------------------------------------------------------------------
 
     async def transition(self, session_id: str, target: State, **fields: Any) -> Snapshot | None:
         """Move a session to ``target`` if its current state allows it; ``None`` if not."""
-        now = utcnow()
-        values: dict[str, Any] = {"state": target, "updated_at": now, **fields}
-        values["version"] = IssuanceSession.version + 1
-        if target.is_final:
-            values["finished_at"] = now
-        statement = (
-            update(IssuanceSession)
-            .where(IssuanceSession.id == session_id)
-            .where(IssuanceSession.state.in_([s.value for s in ALLOWED_FROM[target]]))
-            .values(values)
-            .returning(IssuanceSession)
-            .execution_options(synchronize_session=False)
-        )
         async with self.db.transaction() as session:
-            row = (await session.execute(statement)).scalar_one_or_none()
+            row = await queries.transition(session, session_id, target, self.clock.now(), fields)
             if row is None:
                 return None
             snapshot = row.snapshot()
             if target is State.ACCEPTED:
-                enqueue_event(
+                self.outbox.event(
                     session,
                     "credential.accepted",
                     {
@@ -122,9 +115,6 @@ class IssuanceService:
                     },
                 )
             await self.broker.stage(session, snapshot)
-        self.broker.committed(snapshot)
-        if target is State.ACCEPTED:
-            self.wake_outbox()
         TRANSITIONS.labels(target.value).inc()
         log.info("issuance %s… → %s", session_id[:8], target)
         return snapshot
@@ -132,52 +122,34 @@ class IssuanceService:
     # --- the flow ------------------------------------------------------------------------
 
     async def start(self, language: str) -> tuple[IssuanceSession, Invitation]:
-        """Create the session row and the agent's invitation concurrently."""
-        agent = self.agent
-        session_id = secrets.token_urlsafe(32)
-        now = utcnow()
+        """Ask the agent for an invitation, then store the new session with it."""
+        try:
+            invitation = await self.agent.create_invitation()
+        except AgentUnavailable as exc:
+            log.warning("invitation failed: %s", exc)
+            raise agent_down() from exc
+        now = self.clock.now()
         row = IssuanceSession(
-            id=session_id,
+            id=secrets.token_urlsafe(32),
             state=State.INVITED,
+            version=1,
             language=language,
+            invitation_url=invitation.url,
+            invitation_msg_id=invitation.invitation_msg_id,
+            connection_id=invitation.connection_id,
             created_at=now,
             updated_at=now,
             expires_at=now + self.invitation_timeout,
         )
-
-        async def insert() -> None:
-            async with self.db.transaction() as session:
-                session.add(row)
-
-        inserted, invitation = await asyncio.gather(
-            insert(), agent.create_invitation(), return_exceptions=True
-        )
-        if isinstance(inserted, BaseException):
-            raise inserted
-        if isinstance(invitation, BaseException):
-            await self.transition(session_id, State.FAILED, error="agent_unavailable")
-            if isinstance(invitation, AgentUnavailable):
-                log.warning("invitation failed: %s", invitation)
-                raise agent_down()
-            raise invitation
         async with self.db.transaction() as session:
-            await session.execute(
-                update(IssuanceSession)
-                .where(IssuanceSession.id == session_id)
-                .values(
-                    invitation_url=invitation.url,
-                    invitation_msg_id=invitation.invitation_msg_id,
-                    connection_id=invitation.connection_id,
-                )
-            )
-        row.invitation_url = invitation.url
+            session.add(row)
         return row, invitation
 
     async def offer(self, session_id: str, attributes: dict[str, str]) -> Snapshot:
-        """Send the credential offer for a connected session; 409 unless it is connected."""
+        """Send the credential offer for a connected session; a conflict unless it is."""
         row = await self.get(session_id)
         if row is None:
-            raise APIError(404, "not_found", "No such issuance session.")
+            raise NotFound("No such issuance session.")
         if row.state == State.INVITED:
             try:
                 row = await self.reconcile(row) or row
@@ -185,30 +157,19 @@ class IssuanceService:
                 log.warning("connection check failed: %s", exc)
                 raise agent_down() from exc
         if row.state != State.CONNECTED or row.connection_id is None:
-            raise APIError(409, "not_connected", f"The session is {row.state}, not connected.")
-        # Claim the offer atomically so a double submit sends one offer, not two.
+            raise Conflict(f"The session is {row.state}, not connected.", code="not_connected")
         async with self.db.transaction() as session:
-            claimed = await session.execute(
-                update(IssuanceSession)
-                .where(IssuanceSession.id == session_id)
-                .where(IssuanceSession.state == State.CONNECTED)
-                .where(IssuanceSession.attributes.is_(None))
-                .values(attributes=attributes)
-            )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            raise APIError(409, "offer_in_progress", "A credential offer is already on its way.")
+            claimed = await queries.claim_offer(session, session_id, attributes)
+        if not claimed:
+            raise Conflict("A credential offer is already on its way.", code="offer_in_progress")
         try:
             exchange_id = await self.agent.send_offer(row.connection_id, attributes)
         except AgentUnavailable as exc:
             async with self.db.transaction() as session:
-                await session.execute(
-                    update(IssuanceSession)
-                    .where(IssuanceSession.id == session_id)
-                    .values(attributes=null())  # SQL NULL; None would store JSON 'null'
-                )
+                await queries.release_offer(session, session_id)
             log.warning("offer failed: %s", exc)
             raise agent_down() from exc
-        now = utcnow()
+        now = self.clock.now()
         snapshot = await self.transition(
             session_id,
             State.OFFERED,
@@ -218,7 +179,8 @@ class IssuanceService:
         )
         if snapshot is None:  # expired or failed while the agent was answering
             current = await self.get(session_id)
-            raise APIError(409, "session_over", f"The session is {current and current.state}.")
+            state = current.state if current else "gone"
+            raise Conflict(f"The session is {state}.", code="session_over")
         return snapshot
 
     # --- agent events --------------------------------------------------------------------
@@ -240,7 +202,7 @@ class IssuanceService:
         return False
 
     async def _connected(self, row: IssuanceSession, connection_id: str | None) -> Snapshot | None:
-        now = utcnow()
+        now = self.clock.now()
         return await self.transition(
             row.id,
             State.CONNECTED,
@@ -265,15 +227,8 @@ class IssuanceService:
         return False
 
     async def _find(self, **keys: str | None) -> IssuanceSession | None:
-        conditions = [getattr(IssuanceSession, k) == v for k, v in keys.items() if v]
-        if not conditions:
-            return None
-        async with self.db.sessions() as session:
-            for condition in conditions:
-                row = await session.scalar(select(IssuanceSession).where(condition).limit(1))
-                if row is not None:
-                    return row
-        return None
+        async with self.db.session() as session:
+            return await queries.find_by(session, **keys)
 
     # --- reconciliation and expiry -------------------------------------------------------
 
@@ -295,29 +250,12 @@ class IssuanceService:
         return None
 
     async def reconcile_stale(self, older_than: float, limit: int = 50) -> int:
-        """Reconcile active sessions that heard nothing for ``older_than`` seconds."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
-        async with self.db.sessions() as session:
-            rows = list(
-                await session.scalars(
-                    select(IssuanceSession)
-                    .where(IssuanceSession.state.in_([State.INVITED, State.OFFERED]))
-                    .where(IssuanceSession.updated_at < cutoff)
-                    .where(
-                        (IssuanceSession.checked_at.is_(None))
-                        | (IssuanceSession.checked_at < cutoff)
-                    )
-                    .order_by(IssuanceSession.updated_at)
-                    .limit(limit)
-                )
-            )
+        """Reconcile waiting sessions that heard nothing for ``older_than`` seconds."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            rows = await queries.stale(session, now - timedelta(seconds=older_than), limit)
             if rows:
-                await session.execute(
-                    update(IssuanceSession)
-                    .where(IssuanceSession.id.in_([r.id for r in rows]))
-                    .values(checked_at=utcnow())
-                )
-                await session.commit()
+                await queries.mark_checked(session, [r.id for r in rows], now)
         moved = 0
         for row in rows:
             try:
@@ -329,16 +267,8 @@ class IssuanceService:
 
     async def expire_due(self) -> int:
         """Expire active sessions past ``expires_at``; tells the agent about dropped offers."""
-        now = utcnow()
-        async with self.db.sessions() as session:
-            due = list(
-                await session.execute(
-                    select(IssuanceSession.id, IssuanceSession.state, IssuanceSession.exchange_id)
-                    .where(IssuanceSession.state.in_([s.value for s in ACTIVE_STATES]))
-                    .where(IssuanceSession.expires_at < now)
-                    .limit(500)
-                )
-            )
+        async with self.db.session() as session:
+            due = await queries.due(session, self.clock.now(), 500)
         for session_id, state, exchange_id in due:
             snapshot = await self.transition(session_id, State.EXPIRED, error="timeout")
             if snapshot and state == State.OFFERED and exchange_id and self._agent:
@@ -347,3 +277,17 @@ class IssuanceService:
                 except AgentUnavailable:
                     log.info("could not tell the agent that %s expired", exchange_id)
         return len(due)
+
+    async def sweep(self, stopping: asyncio.Event, *, interval: float) -> None:
+        """Supervised loop: every ``interval`` seconds expire overdue sessions and reconcile
+        ones whose webhooks may have been missed."""
+        stale_after = max(3 * interval, 10.0)
+        while True:
+            try:
+                await asyncio.wait_for(stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            await self.expire_due()
+            if self.agent_pushes_events:
+                await self.reconcile_stale(stale_after)

@@ -38,7 +38,3 @@ ALLOWED_FROM: dict[State, frozenset[State]] = {
     State.EXPIRED: ACTIVE_STATES,
     State.FAILED: ACTIVE_STATES,
 }
-
-
-def can_enter(current: State, target: State) -> bool:
-    return current in ALLOWED_FROM[target]

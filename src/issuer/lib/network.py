@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a request came from, as recorded with a login (never used to authorise)."""
+
+    ip: str | None
+    user_agent: str | None
 
 
 def parse_networks(value: str) -> tuple[Network, ...]:

@@ -8,6 +8,7 @@ any claim is read, allows only HS256 (no ``none``, no HS/RS confusion), ignores 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ import jwt
 
 ALGORITHM = "HS256"
 REQUIRED = ["sub", "sid", "jti", "iat", "exp", "iss", "aud", "typ"]
+# What our own tokens carry: ids from ``secrets.token_urlsafe`` and hex entity ids. A claim of
+# another shape (a NUL byte, say) cannot be ours and never reaches a query.
+ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class Purpose(StrEnum):
@@ -86,14 +90,10 @@ class TokenCodec:
             raise TokenInvalid(str(exc)) from exc
         if payload["typ"] != purpose.value:
             raise TokenInvalid("wrong token type")
+        sub, sid, jti = payload["sub"], payload["sid"], payload["jti"]
+        if not all(isinstance(v, str) and ID.fullmatch(v) for v in (sub, sid, jti)):
+            raise TokenInvalid("malformed claims")
         try:
-            return Claims(
-                str(payload["sub"]),
-                str(payload["sid"]),
-                str(payload["jti"]),
-                int(payload["iat"]),
-                int(payload["exp"]),
-                purpose,
-            )
+            return Claims(sub, sid, jti, int(payload["iat"]), int(payload["exp"]), purpose)
         except (TypeError, ValueError) as exc:
             raise TokenInvalid("malformed claims") from exc

@@ -20,10 +20,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from quart import Blueprint, Quart, Response, current_app, g, request
+from quart import Blueprint, Quart, Response, g, request
 from quart_schema import hide
 
-from issuer.errors import APIError
+from issuer.errors import Unauthenticated
+from issuer.web.context import settings
 
 REQUESTS = Histogram(
     "issuer_http_request_duration_seconds",
@@ -67,11 +68,11 @@ def register_metrics(app: Quart) -> None:
 @hide
 async def metrics() -> Response:
     """Prometheus exposition; needs ``Authorization: Bearer $ISSUER_METRICS_TOKEN`` if set."""
-    token = current_app.config["SETTINGS"].metrics_token
+    token = settings().metrics_token
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise APIError(401, "unauthorized", "A valid metrics token is required.")
+            raise Unauthenticated("A valid metrics token is required.")
     registry = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

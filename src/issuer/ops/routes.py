@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app
+from quart import Blueprint
 from quart_schema import document_response, validate_response
 from sqlalchemy import text
+
+from issuer.web.context import services
 
 blueprint = Blueprint("ops", __name__)
 READY_TIMEOUT = 2.0
@@ -32,13 +34,13 @@ async def health() -> Health:
 
 
 async def _database_ok() -> bool:
-    async with current_app.extensions["db"].engine.connect() as conn:
+    async with services().db.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
     return True
 
 
 async def _agent_ok() -> bool:
-    agent = current_app.extensions["issuance"]._agent
+    agent = services().agent
     return agent is not None and await agent.ready()
 
 

@@ -10,15 +10,15 @@ process killed between commit and delivery leaves rows that the next dispatcher 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import or_, select, update
 
-from issuer.db import Database, utcnow
+from issuer.clock import Clock, SystemClock
+from issuer.db import Database
+from issuer.outbox import queries
 from issuer.outbox.delivery import NoTransport
 from issuer.outbox.models import OutboxMessage
 
@@ -35,6 +35,7 @@ class Dispatcher:
         db: Database,
         deliver: Deliver,
         *,
+        clock: Clock | None = None,
         batch: int = 20,
         lease: float = 60.0,
         max_attempts: int = 8,
@@ -44,6 +45,7 @@ class Dispatcher:
     ) -> None:
         self.db = db
         self._deliver = deliver
+        self.clock = clock or SystemClock()
         self.batch = batch
         self.lease = timedelta(seconds=lease)
         self.max_attempts = max_attempts
@@ -51,58 +53,61 @@ class Dispatcher:
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
-        self._stopping = False
 
     def wake(self) -> None:
         """Something was just committed: look now instead of at the next poll."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Finish the batch in hand, then return from ``run_forever`` (graceful shutdown: a
-        transaction cut by cancellation can leave SQLite's write lock behind)."""
-        self._stopping = True
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        self._stopping = False
-        while not self._stopping:
-            try:
-                busy = await self.run_once()
-            except Exception:
-                log.exception("outbox dispatch failed; retrying")
-                busy = 0
-            if busy < self.batch and not self._stopping:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping`` is set, finishing the batch in hand (a transaction cut by
+        cancellation can leave SQLite's write lock behind)."""
+        waiting = asyncio.ensure_future(stopping.wait())
+        try:
+            while not stopping.is_set():
+                try:
+                    busy = await self.run_once()
+                except Exception:
+                    log.exception("outbox dispatch failed; retrying")
+                    busy = 0
+                if busy < self.batch and not stopping.is_set():
+                    self._wake.clear()
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait(
+                        {woken, waiting}, timeout=self.poll_interval, return_when="FIRST_COMPLETED"
+                    )
+                    woken.cancel()
+        finally:
+            waiting.cancel()
 
     async def claim(self) -> list[OutboxMessage]:
-        now = utcnow()
-        due = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))
-            .where(OutboxMessage.available_at <= now)
-            .where(or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now))
-            .order_by(OutboxMessage.id)
-            .limit(self.batch)
-        )
-        if self.db.is_postgres:
-            due = due.with_for_update(skip_locked=True)
+        now = self.clock.now()
         async with self.db.transaction() as session:
-            rows = await session.scalars(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due.scalar_subquery()))
-                .values(locked_until=now + self.lease, attempts=OutboxMessage.attempts + 1)
-                .returning(OutboxMessage)
-                .execution_options(synchronize_session=False)
+            return await queries.claim(
+                session,
+                now=now,
+                lease_until=now + self.lease,
+                limit=self.batch,
+                skip_locked=self.db.is_postgres,
             )
-            return list(rows)
 
     async def run_once(self) -> int:
         """Deliver one batch; returns how many messages it claimed."""
         claimed = await self.claim()
         await asyncio.gather(*(self._attempt(message) for message in claimed))
         return len(claimed)
+
+    async def drain(self) -> None:
+        """Deliver (or reschedule) everything due now, also what another dispatcher holds;
+        returns when nothing due is left. For tests and one-shot jobs (bound it with
+        ``asyncio.timeout``)."""
+        while True:
+            if await self.run_once():
+                continue
+            async with self.db.session() as session:
+                if not await queries.count_pending(session, self.clock.now()):
+                    return
+            # Leased elsewhere: that dispatcher is delivering; look again shortly.
+            await asyncio.sleep(0.05)
 
     async def _attempt(self, message: OutboxMessage) -> None:
         try:
@@ -111,16 +116,12 @@ class Dispatcher:
             await self._failed(message, exc)
             return
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message.id)
-                .values(sent_at=utcnow(), locked_until=None, last_error=None)
-            )
+            await queries.mark_sent(session, message.id, self.clock.now())
         DELIVERED.labels(message.kind).inc()
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]
-        now = utcnow()
+        now = self.clock.now()
         values: dict[str, object] = {"last_error": error, "locked_until": None}
         # No SMTP server configured is not a failed try: the email waits until there is one.
         if message.attempts >= self.max_attempts and not isinstance(exc, NoTransport):
@@ -139,6 +140,4 @@ class Dispatcher:
                 message.kind, message.event_id, message.attempts, error, delay,
             )  # fmt: skip
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == message.id).values(values)
-            )
+            await queries.mark_attempt_failed(session, message.id, values)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, current_app, render_template
+from quart import Blueprint, render_template
 from quart_schema import hide
-from sqlalchemy import select
 
-from issuer.outbox.models import OutboxMessage
+from issuer.outbox import queries
+from issuer.web.context import services
 
 blueprint = Blueprint("dev_outbox", __name__)
 
@@ -17,12 +17,6 @@ blueprint = Blueprint("dev_outbox", __name__)
 @hide
 async def dev_outbox() -> Any:
     """The 50 newest emails of the outbox, with their state (development only)."""
-    async with current_app.extensions["db"].sessions() as session:
-        rows = await session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.kind == "email")
-            .order_by(OutboxMessage.id.desc())
-            .limit(50)
-        )
-        messages = list(rows)
+    async with services().db.session() as session:
+        messages = await queries.latest(session, "email", 50)
     return await render_template("dev_outbox.html", messages=messages, lang="en")

@@ -1,44 +1,59 @@
 """Writing to the outbox inside the caller's transaction (nothing is sent here).
 
-``enqueue_email`` renders the message now (so a template error fails the request, not the
-dispatcher) and stores it; ``enqueue_event`` stores a domain event for the broker.
+``Outbox.email`` renders the message now (so a template error fails the use case, not the
+dispatcher) and stores it; ``Outbox.event`` stores a domain event for the broker. Either wakes
+this worker's dispatcher once the transaction commits.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.clock import Clock
+from issuer.db import after_commit
 from issuer.outbox.models import OutboxMessage
 from issuer.outbox.templates import render_email
 
 
-def enqueue_event(session: AsyncSession, topic: str, data: dict[str, Any]) -> uuid.UUID:
-    """Store domain event ``topic`` (e.g. ``user.created``) with ``data``; returns its id."""
-    event_id = uuid.uuid4()
-    session.add(OutboxMessage(event_id=event_id, kind="event", topic=topic, payload={"data": data}))
-    return event_id
+class Outbox:
+    def __init__(self, clock: Clock, wake: Callable[[], None]) -> None:
+        """``wake``: tells the dispatcher that rows were committed (it polls otherwise)."""
+        self._clock = clock
+        self._wake = wake
 
+    def _add(self, session: AsyncSession, message: OutboxMessage) -> uuid.UUID:
+        now = self._clock.now()
+        message.created_at = message.available_at = now
+        session.add(message)
+        after_commit(session, self._wake)
+        return message.event_id
 
-def enqueue_email(
-    session: AsyncSession,
-    template: str,
-    *,
-    to: str,
-    language: str | None,
-    context: dict[str, Any],
-) -> uuid.UUID:
-    """Store the email ``template`` for ``to``, rendered in ``language`` (fallback English)."""
-    subject, text, html = render_email(template, language, context)
-    event_id = uuid.uuid4()
-    session.add(
-        OutboxMessage(
-            event_id=event_id,
+    def event(self, session: AsyncSession, topic: str, data: dict[str, Any]) -> uuid.UUID:
+        """Store domain event ``topic`` (e.g. ``user.created``) with ``data``; returns its id."""
+        message = OutboxMessage(
+            event_id=uuid.uuid4(), kind="event", topic=topic, payload={"data": data}
+        )
+        return self._add(session, message)
+
+    def email(
+        self,
+        session: AsyncSession,
+        template: str,
+        *,
+        to: str,
+        language: str | None,
+        context: dict[str, Any],
+    ) -> uuid.UUID:
+        """Store the email ``template`` for ``to``, rendered in ``language`` (fallback English)."""
+        subject, text, html = render_email(template, language, context)
+        message = OutboxMessage(
+            event_id=uuid.uuid4(),
             kind="email",
             topic=template,
             payload={"to": to, "subject": subject, "text": text, "html": html},
         )
-    )
-    return event_id
+        return self._add(session, message)

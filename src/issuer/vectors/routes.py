@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Annotated
 
-from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_rate_limiter import rate_limit
-from quart_schema import document_request, document_response
+from quart_schema import document_response, validate_request
 
 from issuer.accounts.auth import token_required
 from issuer.accounts.limits import GENERATE_ARRAY_QUOTA
-from issuer.errors import ErrorBody
-from issuer.lib.body import read_body
+from issuer.schemas import UNICODE, ErrorBody, Input, free_text
 
 blueprint = Blueprint("vectors", __name__)
 DIMENSIONS = 500
 
 
-class SentenceIn(BaseModel):
-    sentence: str = Field(min_length=1, max_length=10_000)
+class SentenceIn(Input):
+    """001's body: the sentence to embed."""
 
-
-class VectorOut(BaseModel):
-    """A JSON array of 500 floats in [0, 1)."""
-
-    root: list[float]
+    sentence: Annotated[str, free_text(10_000, min_length=1), UNICODE]
 
 
 def vector_for(sentence: str) -> list[float]:
@@ -39,17 +34,16 @@ def vector_for(sentence: str) -> list[float]:
 @blueprint.post("/generate_array")
 @rate_limit(limits=GENERATE_ARRAY_QUOTA)
 @token_required
-@document_request(SentenceIn)
+@validate_request(SentenceIn)
 @document_response(list[float], 200)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 422)
 @document_response(ErrorBody, 429)
-async def generate_array() -> list[float]:
+async def generate_array(data: SentenceIn) -> list[float]:
     """A 500-dimensional array for a sentence: ``{"sentence": str}`` → ``[float, …]``.
 
     Needs ``Authorization: Bearer <access token>``; at most 10 calls a minute per user
     (configurable), then 429 with ``Retry-After``.
     """
-    body = await read_body(SentenceIn)
-    return vector_for(body.sentence)
+    return vector_for(data.sentence)

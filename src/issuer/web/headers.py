@@ -18,8 +18,8 @@ CSP = (
 )
 
 
-def register_web_hooks(app: Quart) -> None:
-    secure = not app.config["SETTINGS"].development
+def register_web_hooks(app: Quart, *, secure: bool) -> None:
+    """``secure``: the app is reached over HTTPS (everywhere but development): send HSTS."""
 
     @app.before_request
     @app.before_websocket

@@ -1,0 +1,77 @@
+"""The outbox's SQL: claim a batch under a lease, mark a message sent, failed or rescheduled."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from issuer.outbox.models import OutboxMessage
+
+
+def _due(now: datetime) -> Any:
+    return (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))
+        .where(OutboxMessage.available_at <= now)
+        .where(or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now))
+    )
+
+
+async def claim(
+    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int, skip_locked: bool
+) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due messages, oldest first; ``skip_locked`` (PostgreSQL) lets
+    several dispatchers claim at once without waiting for each other's rows."""
+    due = _due(now).order_by(OutboxMessage.id).limit(limit)
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    rows = await session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()))
+        .values(locked_until=lease_until, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False)
+    )
+    return list(rows)
+
+
+async def count_pending(session: AsyncSession, now: datetime) -> int:
+    """Messages not yet sent nor given up on that are due now, leased or not."""
+    pending = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))
+        .where(OutboxMessage.available_at <= now)
+    )
+    return int(await session.scalar(pending) or 0)
+
+
+async def mark_sent(session: AsyncSession, message_id: int, now: datetime) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(sent_at=now, locked_until=None, last_error=None)
+    )
+
+
+async def mark_attempt_failed(
+    session: AsyncSession, message_id: int, values: dict[str, Any]
+) -> None:
+    """Release the lease with the error, and either a new ``available_at`` or ``failed_at``."""
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id).values(values)
+    )
+
+
+async def latest(session: AsyncSession, kind: str, limit: int) -> list[OutboxMessage]:
+    """The newest ``limit`` messages of ``kind``, newest first."""
+    rows = await session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.kind == kind)
+        .order_by(OutboxMessage.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
