@@ -4,6 +4,13 @@
 # compose.yaml runs it with PostgreSQL and an ACA-Py issuer.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# --- assets: the pinned browser bundles (Swagger UI, ReDoc), integrity-checked by npm ci ---------
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /assets
+COPY assets/package.json assets/package-lock.json assets/.npmrc ./
+RUN npm ci
 
 # --- build: the package and its runtime dependencies in a virtual environment ------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -16,6 +23,10 @@ WORKDIR /src
 # Dependencies first (cached until pyproject.toml or the lock changes), then the code.
 COPY pyproject.toml requirements.lock README.md ./
 COPY src ./src
+# Only the files the pages load go into the package (src/issuer/static/vendor).
+COPY assets/vendor.py assets/package-lock.json ./assets/
+COPY --from=assets /assets/node_modules ./assets/node_modules
+RUN python assets/vendor.py
 # No dev extras: the lock is only a constraint, so test tools are not installed.
 RUN pip install -c requirements.lock .
 

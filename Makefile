@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 ACAPY_VENV := .venv-acapy
 PORT ?= 5000
 SERVICES_UP := ../shared/bin/services-up
+VENDOR := src/issuer/static/vendor/VERSIONS.json
 
 .PHONY: run test install acapy browser migrate lint typecheck bench clean
 
@@ -16,7 +17,13 @@ $(BIN)/activate: pyproject.toml requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(BIN)/activate
 
-install: $(BIN)/activate
+# The browser bundles the pages serve (Swagger UI, ReDoc): pinned in assets/package-lock.json,
+# fetched by npm ci (integrity-checked), copied into the package's static files.
+$(VENDOR): assets/package.json assets/package-lock.json assets/vendor.py
+	cd assets && npm ci --silent
+	$(PYTHON) assets/vendor.py
+
+install: $(BIN)/activate $(VENDOR)
 
 # ACA-Py runs in its own virtual environment: acapy-agent needs Python >= 3.13; on older
 # interpreters the 0.12 line (aries-cloudagent[askar]) runs the same flow.
@@ -71,4 +78,4 @@ bench: install acapy
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache
+	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache assets/node_modules src/issuer/static/vendor

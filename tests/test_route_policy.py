@@ -1,44 +1,68 @@
-"""Every route makes its decisions visibly: a docstring (the OpenAPI summary) and, for JSON
-routes, a documented response; development-only routes exist only in development."""
+"""Every route makes its decisions visibly: a docstring (the OpenAPI summary), a documented
+response for JSON routes, a request schema (or an explicit "no body") for every unsafe method;
+development-only routes exist only in development."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from quart import Quart
+from quart_schema import document_response
+from quart_schema.openapi import QUART_SCHEMA_HIDDEN_ATTRIBUTE
+from quart_schema.validation import (
+    QUART_SCHEMA_REQUEST_ATTRIBUTE,
+    QUART_SCHEMA_RESPONSE_ATTRIBUTE,
+)
 
 from issuer import create_app
+from issuer.schemas import Message
+from issuer.web.bodies import NO_BODY_ATTRIBUTE
+
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def test_every_route_has_a_docstring(app: Quart) -> None:
-    missing = []
+def routes(app: Quart) -> list[tuple[Any, Any]]:
+    found = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         if rule.endpoint == "static" or view.__module__.startswith("quart_schema"):
             continue
+        found.append((rule, view))
+    return found
+
+
+def violations(app: Quart) -> list[str]:
+    """What the policy finds wrong with the app's routes (empty: all is well)."""
+    problems = []
+    for rule, view in routes(app):
         if not (view.__doc__ or "").strip():
-            missing.append(rule.rule)
-    assert missing == []
-
-
-def test_json_routes_document_their_responses(app: Quart) -> None:
-    from quart_schema.openapi import QUART_SCHEMA_HIDDEN_ATTRIBUTE
-    from quart_schema.validation import QUART_SCHEMA_RESPONSE_ATTRIBUTE
-
-    undocumented = []
-    for rule in app.url_map.iter_rules():
-        view = app.view_functions[rule.endpoint]
-        if (
-            rule.endpoint == "static"
-            or rule.websocket
-            or getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False)
-        ):
-            continue
-        if view.__module__.startswith("quart_schema"):
+            problems.append(f"{rule.rule}: no docstring")
+        if rule.websocket or getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False):
             continue
         if not getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, None):
-            undocumented.append(rule.rule)
-    assert undocumented == []
+            problems.append(f"{rule.rule}: no documented response")
+        takes_body = getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None
+        if UNSAFE & set(rule.methods or ()) and not (
+            takes_body or getattr(view, NO_BODY_ATTRIBUTE, False)
+        ):
+            problems.append(f"{rule.rule}: body not validated by a request schema")
+    return problems
+
+
+def test_every_route_follows_the_policy(app: Quart) -> None:
+    assert violations(app) == []
+
+
+def test_the_policy_catches_a_body_read_by_hand(app: Quart) -> None:
+    """The check above can fail: a POST route that reads its body without a schema."""
+
+    @document_response(Message)
+    async def sloppy() -> Message:
+        """Reads ``request.json`` itself."""
+        return Message(message="ok")
+
+    app.add_url_rule("/sloppy", "sloppy", sloppy, methods=["POST"])
+    assert violations(app) == ["/sloppy: body not validated by a request schema"]
 
 
 async def test_test_wallet_exists_only_in_development(overrides: dict[str, Any]) -> None:

@@ -45,7 +45,8 @@ from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
 from issuer.services import Services
 from issuer.supervisor import Supervisor
-from issuer.web.bodies import IssuerRequest
+from issuer.web import server
+from issuer.web.application import IssuerApp
 from issuer.web.context import EXTENSION
 from issuer.web.errors import register_error_handlers
 from issuer.web.headers import register_web_hooks
@@ -63,8 +64,9 @@ def create_app(
     ``agent`` and ``clock`` replace the configured agent and the system clock (tests)."""
     settings = Settings(**(overrides or {}))
     configure_logging(settings.log_level)
-    app = Quart(__name__)
-    app.request_class = IssuerRequest
+    server.install()
+    app = IssuerApp(__name__)
+    server.notify_shutdown(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_NAME="issuer_session",
@@ -72,6 +74,8 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=not settings.development,
         MAX_CONTENT_LENGTH=64 * 1024,
+        # Seconds a request body may take to arrive in full (a slow client gets 408).
+        BODY_TIMEOUT=settings.body_timeout,
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
         QUART_AUTH_COOKIE_NAME="issuer_auth",
         QUART_AUTH_COOKIE_SECURE=not settings.development,
@@ -83,8 +87,9 @@ def create_app(
         app,
         info=Info(title="issuer", version=VERSION, description="Credential issuance portal API"),
         openapi_path="/openapi.json",
-        redoc_ui_path="/redocs",
-        swagger_ui_path="/docs",
+        # The viewers are our own pages (issuer.ops.docs): no CDN, no inline script.
+        redoc_ui_path=None,
+        swagger_ui_path=None,
         scalar_ui_path=None,
     )
     QuartAuth(app)
@@ -261,10 +266,11 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.accounts.routes import blueprint as accounts
     from issuer.issuance.routes import blueprint as issuance
     from issuer.issuance.routes import register_name_form
+    from issuer.ops.docs import blueprint as docs
     from issuer.ops.routes import blueprint as ops
     from issuer.vectors.routes import blueprint as vectors
 
-    for blueprint in (ops, issuance, accounts, account_pages, vectors, recovery):
+    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery):
         app.register_blueprint(blueprint)
     register_name_form(app, settings.attribute_names)
     if settings.development:

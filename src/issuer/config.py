@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Extra websocket origins besides the server's own (ASVS 4.4.1); comma separated.
     allowed_origins: str = ""
     log_level: str = "INFO"
+    # Seconds a request body may take to arrive in full; slower clients get 408.
+    body_timeout: float = 10.0
     # When set, GET /metrics needs "Authorization: Bearer <token>".
     metrics_token: str = ""
 

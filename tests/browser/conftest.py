@@ -6,7 +6,15 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Frame,
+    Page,
+    async_playwright,
+)
 
 from issuer.issuance.agents.local import free_port
 from tests.conftest import migrate
@@ -77,3 +85,51 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 @pytest.fixture
 async def page(context: BrowserContext) -> Page:
     return await context.new_page()
+
+
+# Recorded from the start: CSP violations also surface as events, not only console lines.
+WATCH_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`);
+});
+"""
+
+
+class Watcher:
+    """Everything the page said or did that a test may want to assert on."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        self.navigations: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", self._error)
+        page.on("framenavigated", self._navigated)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        # The browser's own favicon probe 404s (the portal has no favicon); nothing else may.
+        if not message.location.get("url", "").endswith("/favicon.ico"):
+            self.console.append(f"{message.type}: {message.text}")
+
+    def _error(self, error: Error) -> None:
+        self.errors.append(str(error))
+
+    def _navigated(self, frame: Frame) -> None:
+        if frame == self.page.main_frame:
+            self.navigations.append(frame.url)
+
+    async def assert_clean(self) -> None:
+        """No script errors, no console errors or warnings, no CSP violations."""
+        violations = await self.page.evaluate("window.__cspViolations")
+        assert violations == [], violations
+        assert self.errors == [], self.errors
+        noisy = [m for m in self.console if m.split(":", 1)[0] in ("error", "warning")]
+        assert noisy == [], noisy
+
+
+@pytest.fixture
+async def watched(page: Page) -> Watcher:
+    await page.add_init_script(WATCH_CSP)
+    return Watcher(page)

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Page, expect
 
 from issuer.issuance.agents.local import free_port
-from tests.browser.test_portal_browser import WATCH_CSP, Watcher
+from tests.browser.conftest import Watcher
 from tests.conftest import migrate
 from tests.outbox.conftest import Mail, SmtpServer
 from tests.support.servers import ServerProcess, stop_gracefully
@@ -89,12 +89,6 @@ def mail_server(tmp_path: Path, smtp: SmtpServer) -> Iterator[ServerProcess]:
             "ISSUER_OUTBOX_BACKOFF": "0.2",
         },
     )
-
-
-@pytest.fixture
-async def watched(page: Page) -> Watcher:
-    await page.add_init_script(WATCH_CSP)
-    return Watcher(page)
 
 
 def link_in(mail: Mail, base: str) -> str:

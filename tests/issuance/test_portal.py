@@ -148,13 +148,16 @@ async def test_websocket_refuses_foreign_origin_and_foreign_session(
 
 
 async def assert_closed(ws: Any) -> None:
-    from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
+    """Refused after the upgrade with close code 1008, so browsers see the code (a close before
+    the upgrade reaches them as a bare HTTP 403)."""
+    from quart.testing.connections import WebsocketDisconnectError
 
     try:
-        await ws.receive()
-    except (WebsocketDisconnectError, WebsocketResponseError):
+        message = await ws.receive()
+    except WebsocketDisconnectError as exc:
+        assert ws.accepted and exc.args[0] == 1008, (ws.accepted, exc.args)
         return
-    raise AssertionError("the websocket was accepted")
+    raise AssertionError(f"the websocket stayed open and sent {message!r}")
 
 
 async def test_webhooks_need_the_shared_key_and_are_idempotent(

@@ -7,6 +7,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from issuer.ops.metrics import WEBSOCKETS
 from issuer.schemas import ErrorBody
 from issuer.web.context import services, settings
 from issuer.web.idempotency import idempotent
+from issuer.web.sockets import ShuttingDown, refuse, until_shutdown
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("issuance", __name__)
@@ -213,16 +215,16 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
 async def issuance_updates(session_id: str) -> None:
     """Live session state: the stored state on connect, then every change (JSON snapshots)."""
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host")):
-        await websocket.close(1008, "origin not allowed")
+        await refuse("origin not allowed")
         return
     if not owned(session_id, session):
-        await websocket.close(1008, "not your session")
+        await refuse("not your session")
         return
     svc = service()
     async with svc.broker.subscribe(session_id) as queue:
         row = await svc.get(session_id)
         if row is None:
-            await websocket.close(1008, "no such session")
+            await refuse("no such session")
             return
         await websocket.accept()
         sent = row.version
@@ -232,9 +234,9 @@ async def issuance_updates(session_id: str) -> None:
         note_listener(session_id)
         if svc.agent_pushes_events:
             services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, session_id))
-        with WEBSOCKETS.track_inprogress():
+        with WEBSOCKETS.track_inprogress(), suppress(ShuttingDown):
             while True:
-                snapshot = await queue.get()
+                snapshot = await until_shutdown(queue.get())
                 if snapshot["version"] > sent:
                     sent = snapshot["version"]
                     await websocket.send_json(snapshot)

@@ -1,0 +1,44 @@
+"""The app class: Quart with our request class, and a malformed ``Host`` answered 400.
+
+werkzeug refuses a ``Host`` it cannot IDNA-encode (an empty label as in ``a..b``, a label over
+63 characters) while Quart builds the request context, outside its error handling
+(``quart/ctx.py``: ``create_url_adapter`` is called without a ``try``), so the client got an
+empty 500 and the log a traceback. Here that refusal becomes the request's routing error, so
+it reaches the error handlers (and the response hooks) like any 400, on HTTP and websockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from quart import Quart
+from werkzeug.exceptions import BadHost, BadRequest, HTTPException
+
+from issuer.web.bodies import IssuerRequest
+
+BAD_HOST = "The Host header is not a valid host name."
+
+
+class RefusingAdapter:
+    """Stands in for the URL adapter of a request whose ``Host`` could not be bound: matching
+    it raises the 400, which Quart keeps as the request's routing exception."""
+
+    def __init__(self, error: HTTPException) -> None:
+        self.error = error
+
+    def match(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise self.error
+
+    allowed_methods = build = match
+
+
+class IssuerApp(Quart):
+    request_class = IssuerRequest
+
+    def create_url_adapter(self, request: Any) -> Any:
+        try:
+            return super().create_url_adapter(request)
+        except BadRequest:  # BadHost (IDNA)
+            if request is None:
+                raise
+            return RefusingAdapter(BadHost(BAD_HOST))

@@ -1,0 +1,110 @@
+"""Small, version-checked adapters to hypercorn 0.18 (and wsproto 1.2/1.3) for what they do not
+let us configure. Each names the line it works around; ``install()`` refuses to start on a
+version it was not tested with, so an upgrade fails loudly instead of silently changing what
+clients see.
+
+- **Shutdown notice.** A worker learns that shutdown started only after the graceful wait
+  (``app.shutdown_event`` is set by the lifespan shutdown), so open websockets were cut with
+  1011 at the end of it. The worker's shutdown trigger (``asyncio/run.py`` ``worker_serve``
+  looks up ``check_multiprocess_shutdown_event`` after loading the app) now also sets every
+  app's ``shutdown_event`` the moment the master asks the workers to stop; our websockets then
+  close with 1001 at once.
+- **Ping task.** ``WSStream._send_pings`` sleeps a whole ping interval between checks of
+  ``closed``, so a closed websocket's connection lived on for up to 20 s, past the graceful
+  timeout. It is cancelled when its stream closes.
+- **Close frames on bad input.** For a malformed frame wsproto yields a ``CloseConnection``
+  (1002, or 1007 for invalid UTF-8) while its state is still OPEN, and hypercorn then drops the
+  TCP connection without a close frame (``ws_stream.py`` answers a close only in
+  REMOTE_CLOSING). The connection class marks such a close as the peer's, so hypercorn sends
+  the close frame with wsproto's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Generator
+from importlib.metadata import version
+from typing import Any
+
+from quart import Quart
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import CloseConnection, Event
+
+log = logging.getLogger(__name__)
+TESTED = {"hypercorn": ("0.18.",), "wsproto": ("1.2.", "1.3.")}
+MARK = "_issuer_adapted"
+_apps: weakref.WeakSet[Quart] = weakref.WeakSet()
+
+
+def check_versions() -> None:
+    """Refuse an untested hypercorn or wsproto: these adapters patch their internals."""
+    for package, prefixes in TESTED.items():
+        found = version(package)
+        if not found.startswith(prefixes):
+            raise RuntimeError(
+                f"{package} {found} is not a version issuer's server adapters were tested with "
+                f"({', '.join(p + 'x' for p in prefixes)}); see issuer/web/server.py"
+            )
+
+
+class ClosingConnection(Connection):
+    """A wsproto connection that answers a protocol error with a close frame."""
+
+    def events(self) -> Generator[Event, None, None]:
+        for event in super().events():
+            if isinstance(event, CloseConnection) and self.state is ConnectionState.OPEN:
+                self._state = ConnectionState.REMOTE_CLOSING  # reply with the close, then end
+            yield event
+
+
+def notify_shutdown(app: Quart) -> None:
+    """Set ``app.shutdown_event`` in this worker as soon as hypercorn starts shutting it down
+    (Quart sets it only once the graceful wait is over)."""
+    _apps.add(app)
+
+
+def _shutdown_started() -> None:
+    log.info("shutdown started: closing websockets")
+    for app in list(_apps):
+        event = getattr(app, "shutdown_event", None)  # made when the app starts serving
+        if event is not None:
+            event.set()
+
+
+def install() -> None:
+    """Apply the adapters (idempotent)."""
+    check_versions()
+    import hypercorn.asyncio.run as run
+    import hypercorn.protocol.ws_stream as ws_stream
+    from hypercorn.protocol.events import StreamClosed
+
+    # The name ``Handshake.accept()`` instantiates.
+    setattr(ws_stream, "Connection", ClosingConnection)  # noqa: B010
+    trigger = getattr(run, "check_multiprocess_shutdown_event")  # noqa: B009
+    if not getattr(trigger, MARK, False):
+
+        async def notifying_trigger(*args: Any, **kwargs: Any) -> None:
+            await trigger(*args, **kwargs)  # returns when the master set the shutdown event
+            _shutdown_started()
+
+        setattr(notifying_trigger, MARK, True)
+        setattr(run, "check_multiprocess_shutdown_event", notifying_trigger)  # noqa: B010
+
+    stream = ws_stream.WSStream
+    if not getattr(stream, MARK, False):
+        send_pings, handle = stream._send_pings, stream.handle
+
+        async def _send_pings(self: Any) -> None:
+            self._issuer_ping_task = asyncio.current_task()
+            await send_pings(self)
+
+        async def _handle(self: Any, event: Any) -> None:
+            await handle(self, event)
+            task = getattr(self, "_issuer_ping_task", None)
+            if isinstance(event, StreamClosed) and task not in (None, asyncio.current_task()):
+                task.cancel()
+
+        stream._send_pings, stream.handle = _send_pings, _handle  # type: ignore[method-assign]
+        setattr(stream, MARK, True)
