@@ -105,25 +105,19 @@ def start_app(name: str, database_url: str, workers: int = 1, **settings: Any) -
 
 
 async def _create_users(url: str, names: list[str], password: str) -> None:
-    from issuer.accounts.service import Accounts, NewAccount
-    from issuer.db import Database
-    from issuer.lib.passwords import PasswordHashing
+    from issuer import create_app
+    from issuer.accounts.service import NewAccount
+    from issuer.services import services_of
 
-    settings = app_settings()
-    db = Database(url, pool_size=4)
-    hashing = PasswordHashing(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
-    accounts = Accounts(db, hashing, settings.hash_threads)
+    # The app's own services, built (not served) on the bench database.
+    app = create_app({"env": "production", "secret_key": SECRET_KEY, "database_url": url})
+    services = services_of(app)
     try:
         made = await asyncio.gather(
-            *(accounts.register(NewAccount(password, username=name)) for name in names)
+            *(services.accounts.register(NewAccount(password, username=name)) for name in names)
         )
     finally:
-        accounts.close()
-        await db.dispose()
+        await services.close()
     if any(user is None for user in made):
         raise RuntimeError("some bench accounts already existed")
 

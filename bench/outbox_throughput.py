@@ -28,12 +28,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from bench.common import ROOT, Report, free_port, heading, log_dir, scratch_database
+from issuer.clock import SystemClock
 from issuer.db import Database
 from issuer.lib.mail import SmtpSettings
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.models import OutboxMessage
-from issuer.outbox.service import enqueue_email
+from issuer.outbox.service import Outbox
 
 TIMEOUT = 300.0  # seconds, per drain
 
@@ -76,11 +77,12 @@ class SinkProcess:
 
 async def enqueue(db: Database, n: int, tag: str) -> float:
     """Commit ``n`` emails (200 per transaction); the seconds it took."""
+    writer = Outbox(SystemClock(), wake=lambda: None)
     start = time.perf_counter()
     for first in range(0, n, 200):
         async with db.transaction() as session:
             for i in range(first, min(first + 200, n)):
-                enqueue_email(
+                writer.email(
                     session, "verify_email", to=f"bench-{tag}-{i}@mail.example", language="en",
                     context={"name": "Bench", "hours": 1,
                              "link": f"https://issuer.example/verify/{'x' * 43}/{'y' * 43}"},
@@ -102,7 +104,7 @@ async def drain(db: Database, port: int, batch: int, n: int) -> dict[str, Any]:
     while await dispatcher.run_once():
         pass
     elapsed = time.perf_counter() - start
-    async with db.sessions() as session:
+    async with db.session() as session:
         sent = await session.scalar(select(func.count()).where(OutboxMessage.sent_at.is_not(None)))
         failed = await session.scalar(
             select(func.count()).where(OutboxMessage.failed_at.is_not(None))

@@ -1,4 +1,4 @@
-"""issuer: credential issuance portal, accounts and posts API on Quart."""
+"""issuer: credential issuance portal and accounts API on Quart."""
 
 from issuer.app import create_app
 

@@ -98,6 +98,7 @@ def create_app(
 
     services = build_services(settings, agent=agent, clock=clock or SystemClock())
     app.extensions[EXTENSION] = services
+    app.before_serving(server.tie_worker_to_master)
     app.before_serving(services.start)
     app.after_serving(services.stop)
 

@@ -109,8 +109,7 @@ async def check(response: Any, sent_type: str, what: str, *, may_succeed: bool =
     if may_succeed and response.status_code == 200:
         return
     assert 400 <= response.status_code < 500, (what, response.status_code, raw[:300])
-    if any(sent_type.startswith(t) for t in FORM_TYPES) and response.mimetype == "text/html":
-        return  # the HTML form flows answer with the page and its error
+    # JSON API paths never answer with an HTML page, form posts of the pages included.
     assert response.mimetype == JSON, (what, raw[:300])
     body = json.loads(raw)
     assert body["success"] is False and body["error"] and body["message"], (what, body)

@@ -9,11 +9,14 @@ from quart import Quart
 
 from tests.accounts.conftest import (
     PASSWORD,
+    BrowserClient,
     assert_error,
     bearer,
     claims_of,
+    from_ip,
     register,
     register_and_login,
+    running,
 )
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -166,3 +169,21 @@ async def test_form_register(browser: Any) -> None:
     response = await browser.post("/register", form={"username": "erin", "password": PASSWORD})
     assert response.status_code == 403
     assert (await browser_login(browser, "dave")).status_code == 303
+
+
+async def test_browser_sessions_record_the_client_behind_a_trusted_proxy(
+    overrides: dict[str, Any],
+) -> None:
+    async with running(overrides, trusted_proxies="10.0.0.1") as app:
+        browser = BrowserClient(app)
+        await register(browser)
+        csrf = await form_csrf(browser, "/login")
+        response = await browser.post(
+            "/login",
+            form={"username": "alice", "password": PASSWORD, "csrf_token": csrf},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            **from_ip("10.0.0.1"),
+        )
+        assert response.status_code == 303
+        (row,) = (await (await browser.get("/sessions")).get_json())["sessions"]
+        assert row["ip"] == "203.0.113.9" and row["kind"] == "browser"

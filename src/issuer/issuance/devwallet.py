@@ -7,6 +7,7 @@ the whole flow without a phone. This blueprint is only registered in development
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -77,8 +78,7 @@ class LocalAgents:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        await self.holder.stop()
-        await self.issuer.stop()
+        await asyncio.gather(self.holder.stop(), self.issuer.stop())
 
 
 def invitation_message(invitation_url: str) -> dict[str, Any]:

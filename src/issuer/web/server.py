@@ -12,6 +12,12 @@ clients see.
 - **Ping task.** ``WSStream._send_pings`` sleeps a whole ping interval between checks of
   ``closed``, so a closed websocket's connection lived on for up to 20 s, past the graceful
   timeout. It is cancelled when its stream closes.
+- **A worker that cannot be left behind.** A worker (``workers >= 1``) leaves SIGTERM at its
+  default action and never notices its master dying, so a SIGTERM to the whole process group
+  (systemd, supervisor's ``stopasgroup``, ``timeout``) killed it before ``after_serving`` and a
+  SIGKILLed master left it serving. :func:`tie_worker_to_master` makes SIGTERM in the worker a
+  SIGTERM to the master (hypercorn's own graceful path) and shuts the worker down gracefully
+  when the master is gone.
 - **Close frames on bad input.** For a malformed frame wsproto yields a ``CloseConnection``
   (1002, or 1007 for invalid UTF-8) while its state is still OPEN, and hypercorn then drops the
   TCP connection without a close frame (``ws_stream.py`` answers a close only in
@@ -23,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 import weakref
 from collections.abc import Generator
 from importlib.metadata import version
@@ -108,3 +117,36 @@ def install() -> None:
 
         stream._send_pings, stream.handle = _send_pings, _handle  # type: ignore[method-assign]
         setattr(stream, MARK, True)
+
+
+async def tie_worker_to_master() -> None:
+    """In a hypercorn worker (``before_serving``): SIGTERM here stops every worker gracefully
+    (through the master; setting the shutdown event ourselves would make the master start a
+    new worker), and a master that died (SIGKILL) shuts this worker down instead of leaving it
+    serving. A no-op outside hypercorn's spawned workers (``workers = 0`` handles signals
+    itself). Reads multiprocessing's private ``_target``/``_kwargs``: if they change, nothing
+    is tied, and the local agents still die with the worker (``issuer.lib.processes``)."""
+    parent = multiprocessing.parent_process()
+    me = multiprocessing.current_process()
+    event = getattr(me, "_kwargs", {}).get("shutdown_event")
+    target = getattr(me, "_target", None)
+    if parent is None or parent.pid is None or event is None:
+        return
+    if not getattr(target, "__module__", "").startswith("hypercorn."):
+        return
+    master, loop = parent.pid, asyncio.get_running_loop()
+
+    def alone() -> None:
+        loop.remove_reader(parent.sentinel)
+        if not event.is_set():
+            log.warning("the hypercorn master is gone; shutting this worker down")
+            event.set()  # hypercorn's own graceful path; nobody is left to start a new one
+
+    def on_sigterm() -> None:
+        if parent.is_alive():
+            os.kill(master, signal.SIGTERM)
+        else:
+            alone()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_reader(parent.sentinel, alone)  # readable (EOF) once the master has exited

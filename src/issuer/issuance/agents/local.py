@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from issuer.lib.processes import spawn_tied
+
 log = logging.getLogger(__name__)
 
 HOLDER_FLAGS = (
@@ -82,22 +84,32 @@ class LocalAgentSpec:
             "--no-ledger",
             "--wallet-type", "askar",
             "--wallet-name", f"w{secrets.token_hex(6)}",
-            # "--opt=value": a random value may start with "-", which argparse takes for an option.
-            f"--wallet-key={secrets.token_urlsafe(24)}",
             "--wallet-key-derivation-method", "kdf:argon2i:int",
             "--auto-provision", "--recreate-wallet",
         ]  # fmt: skip
-        if self.admin_api_key:
-            args.append(f"--admin-api-key={self.admin_api_key}")
-        else:
+        if not self.admin_api_key:
             args.append("--admin-insecure-mode")
-        if self.webhook_url:
-            args += ["--webhook-url", self.webhook_url]
         if self.holder:
             args += HOLDER_FLAGS
             if self.auto_respond_offer:
                 args.append("--auto-respond-credential-offer")
         return args + list(self.extra_args)
+
+    def secret_env(self) -> dict[str, str]:
+        """The secrets, as ACA-Py's environment variables rather than arguments: a process's
+        arguments are world-readable (``ps``), its environment only to its owner."""
+        env = {"ACAPY_WALLET_KEY": secrets.token_urlsafe(24)}
+        if self.admin_api_key:
+            env["ACAPY_ADMIN_API_KEY"] = self.admin_api_key
+        if self.webhook_url:  # its "#KEY" suffix is the webhook key
+            env["ACAPY_WEBHOOK_URL"] = self.webhook_url
+        return env
+
+
+# Never inherited: ACA-Py reads them, and an inherited one would configure an agent.
+SECRET_ENV = frozenset(
+    {"ACAPY_WALLET_KEY", "ACAPY_ADMIN_API_KEY", "ACAPY_WEBHOOK_URL", "ACAPY_ADMIN_INSECURE_MODE"}
+)
 
 
 class LocalAgent:
@@ -135,8 +147,10 @@ class LocalAgent:
             raise RuntimeError("agent already started")
         self._home = tempfile.mkdtemp(prefix=f"acapy-{self.spec.label}-")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process lifetime
-        env = {**os.environ, "ACAPY_HOME": self._home}
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env = {**inherited, "ACAPY_HOME": self._home, **self.spec.secret_env()}
+        # SIGTERM from the kernel if this process dies without stopping it.
+        self._proc = spawn_tied(
             [self.binary, "start", *self.spec.args()],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
