@@ -50,6 +50,14 @@ async def test_login_records_nothing_when_the_session_cannot_be_opened(
     assert await count(app, "login_sessions") == sessions
 
 
+async def change_password(client: Any, token: str) -> Any:
+    return await client.post(
+        "/update_password",
+        json={"existing_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(token),
+    )
+
+
 async def test_password_change_keeps_the_old_state_when_the_notice_cannot_be_written(
     app: Quart, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,12 +65,7 @@ async def test_password_change_keeps_the_old_state_when_the_notice_cannot_be_wri
     other = await (await login(client)).get_json()
     outbox_rows = await count(app, "outbox")
     monkeypatch.setattr(AccountEmails, "password_changed", fail)
-    response = await client.post(
-        "/update_password",
-        json={"existing_password": PASSWORD, "new_password": NEW_PASSWORD},
-        headers=bearer(first["token"]),
-    )
-    assert response.status_code == 500
+    assert (await change_password(client, first["token"])).status_code == 500
     # The hash, the other sessions and the outbox are as they were.
     assert (await login(client)).status_code == 200
     assert (await login(client, password=NEW_PASSWORD)).status_code == 401
@@ -76,12 +79,7 @@ async def test_password_change_keeps_the_old_hash_when_sessions_cannot_be_ended(
 ) -> None:
     first = await register_and_login(client)
     monkeypatch.setattr(account_queries, "revoke_user_sessions", fail)
-    response = await client.post(
-        "/update_password",
-        json={"existing_password": PASSWORD, "new_password": NEW_PASSWORD},
-        headers=bearer(first["token"]),
-    )
-    assert response.status_code == 500
+    assert (await change_password(client, first["token"])).status_code == 500
     assert (await login(client)).status_code == 200
 
 

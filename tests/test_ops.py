@@ -105,3 +105,12 @@ async def test_a_dead_database_answers_503_not_500(overrides: dict[str, Any]) ->
         assert response.status_code == 503
         body = await response.get_json()
         assert body["error"] == "database_unavailable" and response.headers["Retry-After"]
+
+
+async def test_the_openapi_document_is_valid_openapi_3_1(client: Any) -> None:
+    """Every reference resolves and every object is where the specification allows it."""
+    from openapi_spec_validator import validate
+
+    document = await (await client.get("/openapi.json")).get_json()
+    assert document["openapi"].startswith("3.1")
+    validate(document)

@@ -17,6 +17,7 @@ from quart_schema.validation import (
 from issuer import create_app
 from issuer.schemas import Message
 from issuer.web.bodies import NO_BODY_ATTRIBUTE
+from issuer.web.openapi import PAGE_ATTRIBUTE
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -39,7 +40,10 @@ def violations(app: Quart) -> list[str]:
             problems.append(f"{rule.rule}: no docstring")
         if rule.websocket or getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False):
             continue
-        if not getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, None):
+        if not (
+            getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, None)
+            or getattr(view, PAGE_ATTRIBUTE, None)
+        ):
             problems.append(f"{rule.rule}: no documented response")
         takes_body = getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None
         if UNSAFE & set(rule.methods or ()) and not (

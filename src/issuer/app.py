@@ -50,6 +50,7 @@ from issuer.web.application import IssuerApp
 from issuer.web.context import EXTENSION
 from issuer.web.errors import register_error_handlers
 from issuer.web.headers import register_web_hooks
+from issuer.web.openapi import SECURITY_SCHEMES, IssuerOpenAPI
 
 VERSION = "0.1.0"
 
@@ -82,6 +83,7 @@ def create_app(
         QUART_AUTH_COOKIE_SAMESITE="Lax",
         QUART_AUTH_DURATION=settings.session_ttl,
         QUART_AUTH_SALT="issuer browser session",
+        QUART_RATE_LIMITER_ENABLED=settings.rate_limits_enabled,
     )
     QuartSchema(
         app,
@@ -91,6 +93,8 @@ def create_app(
         redoc_ui_path=None,
         swagger_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=IssuerOpenAPI,
+        security_schemes=SECURITY_SCHEMES,
     )
     QuartAuth(app)
     store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()

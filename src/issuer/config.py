@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 1
     # Threads that hash passwords; argon2 holds no GIL, so one per core saturates the CPU.
     hash_threads: int = 2
-    # Rate limits (quart-rate-limiter); shared by every worker when redis_url is set.
+    # Rate limits (quart-rate-limiter); shared by every worker when redis_url is set. Off only
+    # where something in front of the app limits rates (or to fuzz the API).
+    rate_limits_enabled: bool = True
     redis_url: str = ""
     login_limit_per_ip: int = 20
     login_limit_per_account: int = 5

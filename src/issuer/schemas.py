@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-# One line of text: no C0 control characters (NUL, tab, newlines…) and no DEL.
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+# One line of text: no control characters (C0: NUL, tab, newlines…; DEL; C1: NEL…).
+ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # Free text (and secrets): anything but NUL, which PostgreSQL text cannot store.
 NO_NUL = r"^[^\x00]*$"
 
@@ -50,6 +50,14 @@ class Refusal:
     message: str
     status: int = 422
     code: str = "validation_error"
+
+
+def one_of_required(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of ``fields``, as a string" (a model validator enforces
+    it; this tells the OpenAPI document)."""
+    return {
+        "anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in fields]
+    }
 
 
 class Input(BaseModel):

@@ -70,8 +70,11 @@ def test_route_is_documented(document: dict[str, Any], method: str, path: str) -
         assert {"error", "message"} <= set(schema["required"]), (code, schema)
 
 
-def test_html_pages_are_not_in_the_api_document(document: dict[str, Any]) -> None:
-    for path in ("/dashboard", "/dashboard/{username}"):
-        assert path not in document["paths"]
-    assert "get" not in document["paths"]["/login"]
-    assert "get" not in document["paths"]["/register"]
+def test_html_pages_are_documented_as_html(document: dict[str, Any]) -> None:
+    """The pages are what the server serves at those paths (a GET of /login answers a page, not
+    405): documented as text/html answers, never as JSON."""
+    for path in ("/dashboard", "/dashboard/{username}", "/login", "/register", "/docs"):
+        get = document["paths"][path]["get"]
+        assert "requestBody" not in get
+        assert get["responses"]["200"]["content"] == {"text/html": {"schema": {"type": "string"}}}
+    assert set(document["paths"]["/dashboard"]["get"]["responses"]) == {"200", "302"}

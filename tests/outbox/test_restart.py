@@ -106,8 +106,8 @@ def test_undelivered_mail_survives_a_kill(tmp_path: Path) -> None:
         assert mail.link.startswith(f"{BASE_URL}/verify/")
         sent = wait_for(lambda: (r := outbox_row(db_path, address)) and r["sent_at"] and r, 10)
         assert sent["attempts"] >= 2
-        time.sleep(0.5)  # a second process must not send it again
-        assert len(smtp.mailbox.to(address)) == 1
+        second.stop()  # graceful: whatever its dispatcher had in hand is delivered by now
+        assert len(smtp.mailbox.to(address)) == 1  # and nothing sent it again
     except BaseException:
         for server in (first, second):
             print(f"--- {server.log_path.name}\n{server.log_tail()}")

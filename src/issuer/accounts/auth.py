@@ -19,6 +19,7 @@ from issuer.errors import Forbidden
 from issuer.lib.csrf import HEADER, csrf_valid
 from issuer.web.bodies import FORM_TYPES
 from issuer.web.context import services
+from issuer.web.openapi import AUTH_ATTRIBUTE
 
 MALFORMED = "Bearer token malformed."
 CSRF_FAILED = "The form has expired; reload the page."
@@ -75,6 +76,8 @@ def _requiring(
             await principal(allow_cookie=allow_cookie)
             return await func(*args, **kwargs)
 
+        # The OpenAPI document lists the credentials the route takes.
+        setattr(wrapper, AUTH_ATTRIBUTE, "login" if allow_cookie else "token")
         return wrapper
 
     return decorate

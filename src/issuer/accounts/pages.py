@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import Blueprint, redirect, render_template, session
 from quart_auth import AuthUser, current_user, login_user
-from quart_schema import hide
+from quart_schema import document_response
 
 from issuer.accounts.auth import CSRF_FAILED, principal
 from issuer.accounts.identifiers import username_key
@@ -20,8 +20,10 @@ from issuer.accounts.schemas import LoginForm, RegisterForm
 from issuer.accounts.service import NewAccount
 from issuer.errors import Forbidden, Refused, Unauthenticated
 from issuer.lib.csrf import FIELD, csrf_token, csrf_valid
+from issuer.schemas import ErrorBody
 from issuer.web.client import current_client
 from issuer.web.context import services
+from issuer.web.openapi import html_page
 
 blueprint = Blueprint("account_pages", __name__)
 
@@ -59,21 +61,21 @@ async def login_with_form(form: LoginForm) -> Any:
 
 
 @blueprint.get("/login")
-@hide
+@html_page()
 async def login_page() -> Any:
     """The login form (posts to ``POST /login``)."""
     return await render_form("accounts/login.html")
 
 
 @blueprint.get("/register")
-@hide
+@html_page()
 async def register_page() -> Any:
     """The register form (posts to ``POST /register``)."""
     return await render_form("accounts/register.html")
 
 
 @blueprint.get("/dashboard")
-@hide
+@html_page(200, 302)
 async def dashboard() -> Any:
     """Your dashboard: username, last login, active sessions with an end button."""
     if not current_user.auth_id:
@@ -93,7 +95,9 @@ async def dashboard() -> Any:
 
 
 @blueprint.get("/dashboard/<username>")
-@hide
+@html_page(200, 302)
+@document_response(ErrorBody, 401)
+@document_response(ErrorBody, 403)
 async def user_dashboard(username: str) -> Any:
     """002's per-user dashboard: only for that user (403 for anyone else)."""
     if not current_user.auth_id:

@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import Blueprint, render_template
 from quart_rate_limiter import rate_limit
-from quart_schema import document_response, hide, validate_request, validate_response
+from quart_schema import document_response, validate_request, validate_response
 
 from issuer.accounts.limits import ip_key
 from issuer.accounts.responses import user_out
@@ -20,6 +20,7 @@ from issuer.schemas import ErrorBody, Message
 from issuer.web.bodies import takes_no_body
 from issuer.web.client import current_client
 from issuer.web.context import services
+from issuer.web.openapi import html_page
 
 blueprint = Blueprint("recovery", __name__)
 MINUTE = timedelta(minutes=1)
@@ -90,21 +91,21 @@ async def link_page(template: str, **context: Any) -> Any:
 
 
 @blueprint.get(f"/verify/{TOKEN_PATH}")
-@hide
+@html_page()
 async def verify_page(token: str, uidb64: str) -> Any:
     """The page an emailed verification link opens; its button posts the token."""
     return await link_page("accounts/verify.html", action=f"/verify/{token}/{uidb64}")
 
 
 @blueprint.get(f"/reset_password/{TOKEN_PATH}")
-@hide
+@html_page()
 async def reset_page(token: str, uidb64: str) -> Any:
     """The page an emailed reset link opens: a new-password form."""
     return await link_page("accounts/reset.html", action=f"/reset_password/{token}/{uidb64}")
 
 
 @blueprint.get("/forgot_password")
-@hide
+@html_page()
 async def forgot_page() -> Any:
     """A form asking for the email address to send a reset link to."""
     return await link_page("accounts/forgot.html", action="/forgot_password")

@@ -15,12 +15,13 @@ from pydantic_core import PydanticCustomError
 
 from issuer.lib.passwords import MAX_LENGTH as PASSWORD_MAX
 from issuer.lib.passwords import MIN_LENGTH as PASSWORD_MIN
-from issuer.schemas import NO_NUL, UNICODE, Input, Refusal, one_line
+from issuer.schemas import NO_NUL, UNICODE, Input, Refusal, one_line, one_of_required
 
 # 2–150 letters, digits or .@+-_ (002's usernames).
 USERNAME_PATTERN = r"^[\w.@+-]{2,150}$"
-# local@domain, no spaces or control characters (RFC 5321 lengths).
-EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$"
+# local@domain, no space or control characters (RFC 5321 lengths). No class escapes such as
+# \s: JSON Schema (ECMA-262) and Python disagree on what they match.
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]{1,255}$"
 
 Username = Annotated[str, Field(min_length=2, max_length=150, pattern=USERNAME_PATTERN), UNICODE]
 Email = Annotated[str, Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN), UNICODE]
@@ -57,9 +58,7 @@ class RegisterIn(Input):
     """001's ``{"username", "password"}`` or 003's ``{"email", "password"}`` (at least one of
     ``username`` and ``email``), with optional names."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": ["username"]}, {"required": ["email"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=one_of_required("username", "email"))
     when_missing = {
         "password": PASSWORD_REQUIRED,
         "identifier_missing": Refusal("Username or email is required."),
@@ -110,9 +109,7 @@ class SignupIn(Input):
 class LoginIn(Input):
     """``username`` (001, 002) or ``email`` (003, 004), and ``password``."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": ["username"]}, {"required": ["email"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=one_of_required("username", "email"))
     when_missing = {"identifier_missing": EMAIL_REQUIRED, "password": PASSWORD_REQUIRED}
 
     username: Identifier | None = None

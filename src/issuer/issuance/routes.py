@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from quart import Blueprint, Quart, redirect, render_template, request, session, websocket
-from quart_schema import DataSource, document_response, hide, validate_request, validate_response
+from quart_schema import DataSource, document_response, validate_request, validate_response
 
 from issuer.errors import Forbidden, NotFound, Unauthenticated, Unavailable
 from issuer.issuance.agents.acapy import connection_is_active, exchange_status
@@ -36,6 +36,7 @@ from issuer.ops.metrics import WEBSOCKETS
 from issuer.schemas import ErrorBody
 from issuer.web.context import services, settings
 from issuer.web.idempotency import idempotent
+from issuer.web.openapi import AUTH_ATTRIBUTE, html_page
 from issuer.web.sockets import ShuttingDown, refuse, until_shutdown
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ async def render_page(
 
 @blueprint.get("/")
 @blueprint.get("/<any(de, fr, en):language>")
-@hide
+@html_page(200, 503)
 async def start_page(language: str | None = None) -> Any:
     """Start an issuance: a new session and invitation, shown as a QR code."""
     language = language or settings().default_language
@@ -118,7 +119,7 @@ async def start_page(language: str | None = None) -> Any:
 
 @blueprint.get("/name")
 @blueprint.get("/success")
-@hide
+@html_page(200, 302)
 async def resume_page() -> Any:
     """Show the current session's page in whatever state it is in (the original's pages)."""
     try:
@@ -266,6 +267,7 @@ def webhook_key_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
             raise Unauthenticated("Missing or wrong webhook key.")
         return await func(*args, **kwargs)
 
+    setattr(wrapper, AUTH_ATTRIBUTE, "webhook")
     return wrapper
 
 

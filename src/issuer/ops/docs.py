@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, render_template
-from quart_schema import hide
 
 from issuer.web.headers import CSP
+from issuer.web.openapi import html_page
 
 blueprint = Blueprint("docs", __name__)
 REDOC_STYLE_HASHES = (
@@ -30,14 +30,14 @@ REDOC_CSP = CSP.replace("style-src 'self'", f"style-src 'self' {REDOC_STYLE_HASH
 
 
 @blueprint.get("/docs")
-@hide
+@html_page()
 async def swagger_ui() -> Any:
     """Swagger UI on this server's OpenAPI document."""
     return await render_template("docs/swagger.html")
 
 
 @blueprint.get("/redocs")
-@hide
+@html_page()
 async def redoc_ui() -> Any:
     """ReDoc on this server's OpenAPI document."""
     body = await render_template("docs/redoc.html")

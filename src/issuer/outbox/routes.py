@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, render_template
-from quart_schema import hide
 
 from issuer.outbox import queries
 from issuer.web.context import services
+from issuer.web.openapi import html_page
 
 blueprint = Blueprint("dev_outbox", __name__)
 
 
 @blueprint.get("/dev/outbox")
-@hide
+@html_page()
 async def dev_outbox() -> Any:
     """The 50 newest emails of the outbox, with their state (development only)."""
     async with services().db.session() as session:
