@@ -114,3 +114,11 @@ async def test_the_openapi_document_is_valid_openapi_3_1(client: Any) -> None:
     document = await (await client.get("/openapi.json")).get_json()
     assert document["openapi"].startswith("3.1")
     validate(document)
+
+
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ISSUER_AGENT=`` (as compose files and shells write "nothing") is the default."""
+    monkeypatch.setenv("ISSUER_AGENT", "")
+    monkeypatch.setenv("ISSUER_LOGIN_LIMIT_PER_IP", "")
+    settings = Settings(env="test", _env_file=None)
+    assert settings.agent is None and settings.login_limit_per_ip == 20

@@ -25,8 +25,13 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """The whole configuration. Field ``x`` is read from ``ISSUER_X``."""
 
+    # An empty variable (ISSUER_AGENT=) means "not set": the default applies.
     model_config = SettingsConfigDict(
-        env_prefix="ISSUER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="ISSUER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
     )
 
     env: Environment = Environment.PRODUCTION

@@ -118,11 +118,10 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for reading (whatever it writes is rolled back at the end)."""
-        async with self._sessions() as session:
-            yield session
+    def session(self) -> AsyncSession:
+        """A session for reading, to use as ``async with db.session() as session`` (whatever it
+        writes is rolled back at the end)."""
+        return self._sessions()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
