@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,25 @@ async def _drop_database(name: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def postgresql_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session (dropped at the end)."""
+@contextmanager
+def scratch_postgresql() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database of its own, dropped afterwards."""
     name = f"issuer_test_{os.getpid()}_{secrets.token_hex(3)}"
     asyncio.run(_create_database(name))
     url = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     url = f"{url}/{name}"
-    migrate(url)
-    yield url
-    asyncio.run(_drop_database(name))
+    try:
+        migrate(url)
+        yield url
+    finally:
+        asyncio.run(_drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (dropped at the end)."""
+    with scratch_postgresql() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

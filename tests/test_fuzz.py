@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -34,7 +34,7 @@ import schemathesis
 
 from issuer import create_app
 from issuer.issuance.agents.local import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, migrate, scratch_postgresql
 from tests.support.servers import ServerProcess, stop_gracefully
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
@@ -187,14 +187,21 @@ def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, agent_url: str
 ) -> Iterator[Target]:
     database, who = request.param
-    url = request.getfixturevalue(f"{database}_url")
-    log: Path = tmp_path_factory.mktemp("fuzz") / "server.log"
-    server = ServerProcess(free_port(), settings(url, agent_url), log).start()
-    try:
-        yield Target(server, credentials=who == "credentials")
-    finally:
-        stop_gracefully(server)
-        assert "Traceback" not in server.log_tail(100_000), server.log_tail(200)
+    folder = tmp_path_factory.mktemp("fuzz")
+    with ExitStack() as stack:
+        # Databases of their own: what the fuzzer writes stays out of the other tests' way.
+        if database == "postgresql":
+            url = stack.enter_context(scratch_postgresql())
+        else:
+            url = f"sqlite+aiosqlite:///{folder / 'issuer.db'}"
+            migrate(url)
+        server = ServerProcess(free_port(), settings(url, agent_url), folder / "server.log")
+        server.start()
+        try:
+            yield Target(server, credentials=who == "credentials")
+        finally:
+            stop_gracefully(server)
+            assert "Traceback" not in server.log_tail(100_000), server.log_tail(200)
 
 
 @schema.parametrize()
