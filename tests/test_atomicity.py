@@ -6,8 +6,6 @@ database holds no trace of the attempt. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pytest
@@ -19,7 +17,14 @@ from issuer.accounts.sessions import LoginSessions
 from issuer.issuance.agents.base import ExchangeState, ExchangeStatus
 from issuer.outbox.service import Outbox
 from issuer.services import services_of
-from tests.accounts.conftest import PASSWORD, bearer, login, register_and_login, sql
+from tests.accounts.conftest import (
+    PASSWORD,
+    bearer,
+    login,
+    one_time_link,
+    register_and_login,
+    sql,
+)
 from tests.fakes import FakeAgent
 
 NEW_PASSWORD = "another long passphrase"
@@ -81,16 +86,6 @@ async def test_password_change_keeps_the_old_hash_when_sessions_cannot_be_ended(
     monkeypatch.setattr(account_queries, "revoke_user_sessions", fail)
     assert (await change_password(client, first["token"])).status_code == 500
     assert (await login(client)).status_code == 200
-
-
-async def one_time_link(app: Quart, client: Any, template: str) -> str:
-    """The path of the newest link of ``template`` the outbox holds."""
-    rows = await sql(app, "SELECT payload FROM outbox WHERE topic = :t ORDER BY id", t=template)
-    payload = rows[-1][0]
-    text = (payload if isinstance(payload, dict) else json.loads(payload))["text"]
-    match = re.search(r"https?://[^/\s]+(/\S+)", text)
-    assert match, text
-    return match.group(1)
 
 
 async def test_reset_changes_nothing_when_its_notice_cannot_be_written(

@@ -47,6 +47,10 @@ DOMAIN_REFUSALS: dict[str, list[str]] = {
     "/update_password": ["400"],  # the existing password is not the account's
     "/verify/{token}/{uidb64}": ["400"],  # a random link is not a valid one
     "/reset_password/{token}/{uidb64}": ["400"],
+    "/qrcode": ["400"],  # the password is not the account's
+    "/verify_otp": ["400"],  # a random code is not the current one
+    "/setup_mfa": ["400"],
+    "/passkeys": ["400"],  # a random ceremony or credential is not a registration
 }
 CONFIG = schemathesis.Config.from_dict(
     {

@@ -12,16 +12,16 @@ from typing import Any
 
 from quart import Quart
 from quart_auth import QuartAuth
-from quart_rate_limiter import RateLimiter
 from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
 from issuer.accounts.cli import register_cli
 from issuer.accounts.emails import AccountEmails
-from issuer.accounts.limits import ExpiringRedisStore, ip_key
+from issuer.accounts.limits import BudgetRateLimiter, ExpiringRedisStore, ip_key
 from issuer.accounts.passwords import Passwords
 from issuer.accounts.service import Accounts
 from issuer.accounts.sessions import LoginSessions
+from issuer.accounts.signin import SignIn
 from issuer.clock import Clock, SystemClock
 from issuer.config import Settings, split_states
 from issuer.db import Database, asyncpg_dsn
@@ -36,8 +36,12 @@ from issuer.issuance.service import IssuanceService, snapshot_loader
 from issuer.lib.mail import SmtpSettings
 from issuer.lib.network import parse_networks
 from issuer.lib.passwords import PasswordHashing
+from issuer.lib.secretbox import SecretBox
 from issuer.lib.tokens import TokenCodec
 from issuer.logs import configure_logging
+from issuer.mfa.challenges import MfaChallenges
+from issuer.mfa.passkeys import Passkeys
+from issuer.mfa.service import Totp
 from issuer.ops.metrics import register_metrics
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
@@ -98,7 +102,7 @@ def create_app(
     )
     QuartAuth(app)
     store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
-    RateLimiter(app, store=store, key_function=ip_key)
+    BudgetRateLimiter(app, store=store, key_function=ip_key)
 
     services = build_services(settings, agent=agent, clock=clock or SystemClock())
     app.extensions[EXTENSION] = services
@@ -157,10 +161,16 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         idle_timeout=settings.session_idle_timeout,
         refresh_grace=settings.refresh_grace,
     )
+    challenges = MfaChallenges(
+        db,
+        tokens,
+        clock,
+        ttl=settings.mfa_challenge_ttl,
+        max_attempts=settings.mfa_max_attempts,
+    )
     emails = AccountEmails(
         db,
         outbox,
-        sessions,
         clock,
         base_url=settings.public_base_url,
         verify_ttl=settings.verify_token_ttl,
@@ -216,8 +226,27 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         passwords=passwords,
         tokens=tokens,
         sessions=sessions,
+        challenges=challenges,
+        signin=SignIn(db, sessions, challenges, clock),
         emails=emails,
         accounts=Accounts(db, passwords, sessions, emails, clock),
+        totp=Totp(
+            db,
+            passwords,
+            outbox,
+            clock,
+            secrets_box=SecretBox(settings.secret_key, "issuer totp secrets"),
+            codes_box=SecretBox(settings.secret_key, "issuer recovery codes"),
+            issuer_name=settings.totp_issuer,
+        ),
+        passkeys=Passkeys(
+            db,
+            outbox,
+            clock,
+            rp_id=settings.relying_party_id,
+            rp_name=settings.webauthn_rp_name,
+            origins=settings.relying_party_origins,
+        ),
         idempotency=Idempotency(db, clock),
         broker=broker,
         agent=agent,
@@ -271,11 +300,12 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.accounts.routes import blueprint as accounts
     from issuer.issuance.routes import blueprint as issuance
     from issuer.issuance.routes import register_name_form
+    from issuer.mfa.routes import blueprint as mfa
     from issuer.ops.docs import blueprint as docs
     from issuer.ops.routes import blueprint as ops
     from issuer.vectors.routes import blueprint as vectors
 
-    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery):
+    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery, mfa):
         app.register_blueprint(blueprint)
     register_name_form(app, settings.attribute_names)
     if settings.development:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from enum import StrEnum
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,25 @@ class Settings(BaseSettings):
     login_limit_per_account: int = 5
     login_limit_period: int = 60
     generate_array_quota: int = 10
+    # Second-factor attempts (TOTP, recovery code, passkey) per client address, and per
+    # account and address, per period (seconds).
+    mfa_limit_per_ip: int = 20
+    mfa_limit_per_account: int = 5
+    mfa_limit_period: int = 60
+
+    # --- multi-factor authentication ----------------------------------------------------------
+    # The issuer name authenticator apps show next to the account (RFC 6238 Key Uri Format).
+    totp_issuer: str = "issuer"
+    # GET /recovery_codes answers only how many remain (004's clients expect the codes).
+    recovery_codes_show_once: bool = False
+    # Seconds a login may wait for its second factor, and the attempts it gets.
+    mfa_challenge_ttl: int = 300
+    mfa_max_attempts: int = 5
+    # WebAuthn relying party: its id (a registrable domain; default: public_base_url's host),
+    # its name, and the origins pages may call it from (default: public_base_url's origin).
+    webauthn_rp_id: str = ""
+    webauthn_rp_name: str = "issuer"
+    webauthn_origins: str = ""
     # Comma-separated proxy addresses/networks whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
 
@@ -136,6 +156,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
+        if not 30 <= self.mfa_challenge_ttl <= 300:
+            raise ValueError("ISSUER_MFA_CHALLENGE_TTL must be 30–300 seconds (ASVS 7.2.4)")
         if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
             if self.env is Environment.PRODUCTION:
                 raise ValueError(
@@ -165,6 +187,17 @@ class Settings(BaseSettings):
     @property
     def attribute_names(self) -> list[str]:
         return [a.strip() for a in self.credential_attributes.split(",") if a.strip()]
+
+    @property
+    def relying_party_id(self) -> str:
+        return self.webauthn_rp_id or (urlsplit(self.public_base_url).hostname or "localhost")
+
+    @property
+    def relying_party_origins(self) -> list[str]:
+        if self.webauthn_origins:
+            return [o.strip().rstrip("/") for o in self.webauthn_origins.split(",") if o.strip()]
+        parts = urlsplit(self.public_base_url)
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     @property
     def origin_allow_list(self) -> set[str]:

@@ -7,6 +7,8 @@ Route code reaches them through ``issuer.web.context.services()``; tests through
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from issuer.accounts.emails import AccountEmails
 from issuer.accounts.passwords import Passwords
 from issuer.accounts.service import Accounts
 from issuer.accounts.sessions import LoginSessions
+from issuer.accounts.signin import SignIn
 from issuer.clock import Clock
 from issuer.config import Settings
 from issuer.db import Database
@@ -27,6 +30,9 @@ from issuer.issuance.pollers import Pollers
 from issuer.issuance.service import IssuanceService
 from issuer.lib.network import Network
 from issuer.lib.tokens import TokenCodec
+from issuer.mfa.challenges import MfaChallenges
+from issuer.mfa.passkeys import Passkeys
+from issuer.mfa.service import Totp
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
@@ -48,8 +54,12 @@ class Services:
     passwords: Passwords
     tokens: TokenCodec
     sessions: LoginSessions
+    challenges: MfaChallenges
+    signin: SignIn
     emails: AccountEmails
     accounts: Accounts
+    totp: Totp
+    passkeys: Passkeys
     idempotency: Idempotency
     broker: LocalBroker
     agent: Agent | None
@@ -75,7 +85,15 @@ class Services:
         self.supervisor.run(
             "sweeper", lambda stopping: self.issuance.sweep(stopping, interval=interval)
         )
-        self.supervisor.run("idempotency-purge", self.idempotency.run_purge)
+        self.supervisor.run("housekeeping", self.housekeeping)
+
+    async def housekeeping(self, stopping: asyncio.Event, interval: float = 600.0) -> None:
+        """Supervised loop: forget what has expired (idempotency keys, MFA challenges)."""
+        while not stopping.is_set():
+            await self.idempotency.purge()
+            await self.challenges.purge()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
 
     async def stop(self) -> None:
         """Let the loops finish what they hold (no transaction cut in half), then release

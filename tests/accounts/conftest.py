@@ -9,6 +9,7 @@ PostgreSQL (see ``tests/conftest.py``). The Quart test client has no peer addres
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -150,3 +151,13 @@ async def stored_hash(app: Quart, username: str) -> str:
     rows = await sql(app, "SELECT password_hash FROM users WHERE username = :u", u=username)
     assert len(rows) == 1
     return str(rows[0][0])
+
+
+async def one_time_link(app: Quart, client: Any, template: str) -> str:
+    """The path of the newest link of ``template`` the outbox holds."""
+    rows = await sql(app, "SELECT payload FROM outbox WHERE topic = :t ORDER BY id", t=template)
+    payload = rows[-1][0]
+    text = (payload if isinstance(payload, dict) else json.loads(payload))["text"]
+    match = re.search(r"https?://[^/\s]+(/\S+)", text)
+    assert match, text
+    return match.group(1)

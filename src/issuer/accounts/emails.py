@@ -21,11 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.accounts import queries
 from issuer.accounts.models import OneTimeToken, User
-from issuer.accounts.sessions import LoginSessions, TokenPair
 from issuer.clock import Clock
 from issuer.db import Database
 from issuer.errors import Refused
-from issuer.lib.network import Client
 from issuer.outbox.service import Outbox
 
 log = logging.getLogger("issuer.audit")
@@ -60,7 +58,6 @@ class AccountEmails:
         self,
         db: Database,
         outbox: Outbox,
-        sessions: LoginSessions,
         clock: Clock,
         *,
         base_url: str,
@@ -69,7 +66,6 @@ class AccountEmails:
     ) -> None:
         self.db = db
         self.outbox = outbox
-        self.sessions = sessions
         self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.verify_ttl = timedelta(seconds=verify_ttl)
@@ -177,23 +173,17 @@ class AccountEmails:
         user = await queries.user_by_id(session, user_id)
         return user if user is not None and user.entity_id == entity_id else None
 
-    async def verify(self, token: str, uid: str, client: Client) -> tuple[User, TokenPair | None]:
-        """Mark the email verified and log the user in (004), unless the account has MFA: a
-        link alone must not log anyone in then. Refused with 004's message when the link is not
-        valid."""
-        async with self.db.transaction() as session:
-            user = await self._consume(session, token, VERIFY, uid)
-            if user is None or not user.active:
-                raise Refused(INVALID_VERIFY, code="invalid_link")
-            if not user.verified:
-                user.verified, user.verified_at = True, self.clock.now()
-                self.outbox.event(session, "user.verified", user_event(user))
-            pair = None
-            if not user.mfa_enabled:
-                pair = self.sessions.open(session, user, kind="api", client=client)
-                user.last_login_at = self.clock.now()
+    async def confirm_email(self, session: AsyncSession, token: str, uid: str) -> User:
+        """Spend a verification link and mark the email verified, in the caller's transaction;
+        refused with 004's message when the link is not valid."""
+        user = await self._consume(session, token, VERIFY, uid)
+        if user is None or not user.active:
+            raise Refused(INVALID_VERIFY, code="invalid_link")
+        if not user.verified:
+            user.verified, user.verified_at = True, self.clock.now()
+            self.outbox.event(session, "user.verified", user_event(user))
         log.info("email verified entity_id=%s", user.entity_id.hex)
-        return user, pair
+        return user
 
     async def reset(self, token: str, uid: str, new_hash: str) -> User:
         """Set the new password hash and end every session of the user, in one transaction."""
@@ -206,3 +196,21 @@ class AccountEmails:
             self.password_changed(session, user)
         log.info("password reset entity_id=%s", user.entity_id.hex)
         return user
+
+
+class EmailLinkFactor:
+    """The emailed verification link: following it confirms the address and logs in (004), or
+    asks for the second factor when the account has MFA (a link alone must not log in then)."""
+
+    name = "email_link"
+    multi_factor = False
+    kind: str | None = None
+
+    def __init__(self, emails: AccountEmails, token: str, uid: str) -> None:
+        self._emails, self._token, self._uid = emails, token, uid
+
+    async def check(self) -> None:
+        return None
+
+    async def confirm(self, session: AsyncSession) -> User:
+        return await self._emails.confirm_email(session, self._token, self._uid)

@@ -11,7 +11,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 from quart import request
-from quart_rate_limiter import KeyCallable, RateLimit
+from quart_rate_limiter import KeyCallable, RateLimit, RateLimiter
 from quart_rate_limiter.redis_store import RedisStore
 
 from issuer.accounts.identifiers import email_key
@@ -36,6 +36,20 @@ async def account_key() -> str:
     return f"account:{digest}:{remote_ip()}"
 
 
+async def mfa_account_key() -> str:
+    """The account of the login's MFA challenge (its token, in the body or the cookie, decoded
+    without a database read), else the email in the body; plus the client address."""
+    data = await request.get_json(silent=True)
+    data = data if isinstance(data, dict) else {}
+    token = data.get("mfa_token") or request.cookies.get("issuer_mfa") or ""
+    try:
+        account = services().tokens.decode(str(token), Purpose.MFA).sub
+    except (TokenExpired, TokenInvalid):
+        identifier = str(data.get("email") or "")
+        account = hashlib.sha256(email_key(identifier).encode(errors="surrogatepass")).hexdigest()
+    return f"mfa:{account[:32]}:{remote_ip()}"
+
+
 async def user_key() -> str:
     """The access token's subject (no database read), else the client address."""
     raw = request.headers.get("Authorization", "")
@@ -49,11 +63,24 @@ async def user_key() -> str:
 
 class ConfiguredLimit(RateLimit):
     """A quart-rate-limiter limit whose count and period (seconds) are read from settings
-    when a request is checked, so each app instance uses its own configuration."""
+    when a request is checked, so each app instance uses its own configuration.
 
-    def __init__(self, count_setting: str, period_setting: str | int, key: KeyCallable) -> None:
+    ``budget`` names a count shared by every route the limit is on (the library counts each
+    route apart): the MFA steps share one, so a guesser cannot add the recovery-code and
+    passkey routes' allowances to the TOTP route's.
+    """
+
+    def __init__(
+        self,
+        count_setting: str,
+        period_setting: str | int,
+        key: KeyCallable,
+        *,
+        budget: str | None = None,
+    ) -> None:
         self._count_setting = count_setting
         self._period_setting = period_setting
+        self.budget = budget
         super().__init__(1, timedelta(seconds=1), key)
 
     @property
@@ -73,6 +100,15 @@ class ConfiguredLimit(RateLimit):
     @period.setter
     def period(self, _value: timedelta) -> None:
         return None
+
+
+class BudgetRateLimiter(RateLimiter):
+    """quart-rate-limiter, with the counts of a :class:`ConfiguredLimit`'s ``budget`` shared
+    across its routes (the library keys every count by its route)."""
+
+    async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
+        budget = getattr(rate_limit, "budget", None)
+        return await super()._create_key(budget or endpoint, rate_limit)
 
 
 class ExpiringRedisStore(RedisStore):
@@ -97,3 +133,7 @@ LOGIN_LIMITS: list[RateLimit] = [
     ConfiguredLimit("login_limit_per_account", "login_limit_period", account_key),
 ]
 GENERATE_ARRAY_QUOTA: list[RateLimit] = [ConfiguredLimit("generate_array_quota", 60, user_key)]
+MFA_LIMITS: list[RateLimit] = [
+    ConfiguredLimit("mfa_limit_per_ip", "mfa_limit_period", ip_key, budget="mfa"),
+    ConfiguredLimit("mfa_limit_per_account", "mfa_limit_period", mfa_account_key, budget="mfa"),
+]

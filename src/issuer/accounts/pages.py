@@ -10,16 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, redirect, render_template, session
-from quart_auth import AuthUser, current_user, login_user
+from quart_auth import current_user
 from quart_schema import document_response
 
 from issuer.accounts.auth import CSRF_FAILED, principal
 from issuer.accounts.identifiers import username_key
+from issuer.accounts.outcomes import challenge_out, settle
 from issuer.accounts.responses import session_out
 from issuer.accounts.schemas import LoginForm, RegisterForm
 from issuer.accounts.service import NewAccount
+from issuer.accounts.signin import MfaRequired, PasswordFactor
 from issuer.errors import Forbidden, Refused, Unauthenticated
-from issuer.lib.csrf import FIELD, csrf_token, csrf_valid
+from issuer.lib.csrf import csrf_token, csrf_valid
 from issuer.schemas import ErrorBody
 from issuer.web.client import current_client
 from issuer.web.context import services
@@ -47,16 +49,17 @@ async def register_with_form(form: RegisterForm) -> Any:
 
 
 async def login_with_form(form: LoginForm) -> Any:
-    """The login page post: a browser session (quart-auth cookie) and the dashboard."""
+    """The login page post: a browser session (quart-auth cookie) and the dashboard, or, for
+    an account with MFA, the challenge the page's script continues with."""
     check_form_csrf(form.csrf_token)
+    factor = PasswordFactor(services().db, services().passwords, form.username, form.password)
     try:
-        _, pair = await services().accounts.login(
-            form.username, form.password, kind="browser", client=current_client()
-        )
+        outcome = await services().signin.sign_in(factor, kind="browser", client=current_client())
     except Unauthenticated as exc:
         raise Unauthenticated("Invalid credentials", code="invalid_credentials") from exc
-    login_user(AuthUser(pair.session_id))
-    session.pop(FIELD, None)  # a new CSRF token after authentication
+    settle(outcome)
+    if isinstance(outcome, MfaRequired):
+        return challenge_out(outcome)
     return redirect("/dashboard", 303)
 
 

@@ -46,22 +46,23 @@ async def add_user(session: AsyncSession, user: User) -> User:
     return user
 
 
-async def record_login(
-    session: AsyncSession, user_id: int, *, checked_hash: str | None, new_hash: str | None,
-    now: datetime,
-) -> bool:  # fmt: skip
-    """Stamp the login (and store an upgraded hash) if the password hash is still the one just
-    verified; ``False`` when it changed meanwhile (the password was reset or changed)."""
-    values: dict[str, object] = {"last_login_at": now}
-    if new_hash is not None:
-        values["password_hash"] = new_hash
+async def confirm_password(
+    session: AsyncSession, user_id: int, *, checked_hash: str | None, new_hash: str | None
+) -> bool:
+    """Lock in a password login: ``True`` if the stored hash is still the one just verified
+    (storing ``new_hash``, an upgrade, if given); ``False`` when it changed meanwhile (the
+    password was reset or changed) or the account was deactivated."""
     result = await session.execute(
         update(User)
         .where(User.id == user_id, User.active.is_(True))
         .where(User.password_hash == checked_hash)
-        .values(values)
+        .values(password_hash=new_hash if new_hash is not None else User.password_hash)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def stamp_login(session: AsyncSession, user_id: int, now: datetime) -> None:
+    await session.execute(update(User).where(User.id == user_id).values(last_login_at=now))
 
 
 async def replace_password_hash(

@@ -13,9 +13,12 @@ from quart import Blueprint, render_template
 from quart_rate_limiter import rate_limit
 from quart_schema import document_response, validate_request, validate_response
 
+from issuer.accounts.emails import EmailLinkFactor
 from issuer.accounts.limits import ip_key
+from issuer.accounts.outcomes import settle
 from issuer.accounts.responses import user_out
 from issuer.accounts.schemas import EmailIn, NewPasswordIn, VerifiedOut
+from issuer.accounts.signin import MfaRequired
 from issuer.schemas import ErrorBody, Message
 from issuer.web.bodies import takes_no_body
 from issuer.web.client import current_client
@@ -36,12 +39,16 @@ TOKEN_PATH = "<string(maxlength=200):token>/<string(maxlength=200):uidb64>"  # n
 async def verify_email(token: str, uidb64: str) -> VerifiedOut:
     """Confirm an email address with the link's token (single use, 1 h by default).
 
-    Logs the user in (004) unless the account has MFA, where a link alone must not.
+    Logs the user in (004); for an account with MFA, answers the challenge (``mfa_token``) for
+    the second factor instead, as a link alone must not log anyone in.
     """
-    user, pair = await services().emails.verify(token, uidb64, current_client())
-    return VerifiedOut(
-        message="You have confirmed your account. Thanks!", user=user_out(user, pair)
-    )
+    factor = EmailLinkFactor(services().emails, token, uidb64)
+    outcome = await services().signin.sign_in(factor, kind="api", client=current_client())
+    settle(outcome)
+    message = "You have confirmed your account. Thanks!"
+    if isinstance(outcome, MfaRequired):
+        return VerifiedOut(message=message, user=user_out(outcome.user), mfa_token=outcome.token)
+    return VerifiedOut(message=message, user=user_out(outcome.user, outcome.pair))
 
 
 @blueprint.post("/resend_confirmation")

@@ -19,8 +19,10 @@ from quart_schema import document_response, validate_request, validate_response
 from issuer.accounts import pages
 from issuer.accounts.auth import login_required, principal
 from issuer.accounts.limits import LOGIN_LIMITS, ip_key
+from issuer.accounts.outcomes import challenge_out, settle
 from issuer.accounts.responses import session_out, status_out, user_out
 from issuer.accounts.schemas import (
+    LoginAnswer,
     LoginForm,
     LoginIn,
     LoginOut,
@@ -35,6 +37,7 @@ from issuer.accounts.schemas import (
     UpdatePasswordIn,
 )
 from issuer.accounts.service import NewAccount
+from issuer.accounts.signin import MfaRequired, PasswordFactor
 from issuer.errors import Conflict, NotFound
 from issuer.outbox.templates import LANGUAGES as EMAIL_LANGUAGES
 from issuer.schemas import ErrorBody, Message
@@ -103,7 +106,7 @@ async def signup(data: SignupIn) -> RegisteredOut:
 @blueprint.post("/auth/login")
 @rate_limit(limits=LOGIN_LIMITS)
 @validate_json_or_form(LoginIn, LoginForm)
-@validate_response(LoginOut)
+@validate_response(LoginAnswer)
 @document_response(ErrorBody, 400)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 422)
@@ -111,19 +114,24 @@ async def signup(data: SignupIn) -> RegisteredOut:
 async def login(data: LoginIn | LoginForm) -> Any:
     """Log in with username or email and password: an access and a refresh token.
 
-    A form post (the login page) starts a browser session and redirects to the dashboard.
-    Wrong username, wrong password and unknown account answer alike (401).
+    For an account with MFA, 004's ``{"success", "user": {"mfa_enabled": true, …}}`` and the
+    challenge (``mfa_token``, also a cookie) for ``/login_mfa`` or ``/verify_recovery_code``
+    instead. A form post (the login page) starts a browser session and redirects to the
+    dashboard. Wrong username, wrong password and unknown account answer alike (401).
     """
     if isinstance(data, LoginForm):
         return await pages.login_with_form(data)
-    user, pair = await services().accounts.login(
-        data.identifier, data.password, kind="api", client=current_client()
-    )
+    factor = PasswordFactor(services().db, services().passwords, data.identifier, data.password)
+    outcome = await services().signin.sign_in(factor, kind="api", client=current_client())
+    settle(outcome)
+    if isinstance(outcome, MfaRequired):
+        return challenge_out(outcome)
+    pair = outcome.pair
     return LoginOut(
         token=pair.access_token,
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,
-        user=user_out(user, pair),
+        user=user_out(outcome.user, pair),
     )
 
 

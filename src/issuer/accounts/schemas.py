@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from pydantic_core import PydanticCustomError
 
 from issuer.lib.passwords import MAX_LENGTH as PASSWORD_MAX
@@ -205,6 +205,29 @@ class LoginOut(BaseModel):
     user: UserOut
 
 
+class MfaUser(BaseModel):
+    mfa_enabled: bool = True
+    email: str | None
+    verified: bool
+
+
+class MfaChallengeOut(BaseModel):
+    """004's answer to ``/login`` for an account with MFA: no access token; ``mfa_token`` (also
+    an HttpOnly cookie for the MFA paths) is needed by the second-factor step, until
+    ``mfa_expires_in`` (unix time); ``mfa_methods`` are the second factors the account has
+    (``totp``, ``recovery_code``, ``passkey``)."""
+
+    success: bool = True
+    user: MfaUser
+    mfa_token: str
+    mfa_expires_in: int
+    mfa_methods: list[Literal["totp", "recovery_code", "passkey"]]
+
+
+class LoginAnswer(RootModel[LoginOut | MfaChallengeOut]):
+    """A login's answer: the tokens, or (an account with MFA) the challenge."""
+
+
 class TokensOut(BaseModel):
     """``expires_in`` is the access token's lifetime in seconds (RFC 6749 §5.1)."""
 
@@ -217,9 +240,12 @@ class TokensOut(BaseModel):
 
 
 class VerifiedOut(BaseModel):
+    """``mfa_token``: for an account with MFA, the challenge of the second factor."""
+
     success: bool = True
     message: str
     user: UserOut
+    mfa_token: str | None = None
 
 
 class SessionOut(BaseModel):

@@ -1,4 +1,5 @@
-"""Accounts: registration, password login and password changes; one transaction each.
+"""Accounts: registration and password changes; one transaction each (logging in is
+``issuer.accounts.signin``).
 
 Uniqueness is the database's job: a unique index on each normalised identifier, so N concurrent
 registrations of one identifier make exactly one account. Hashing runs in the ``Passwords``
@@ -17,14 +18,12 @@ from issuer.accounts.emails import AccountEmails
 from issuer.accounts.identifiers import email_key, username_key
 from issuer.accounts.models import User
 from issuer.accounts.passwords import Passwords
-from issuer.accounts.sessions import LoginSessions, Principal, TokenPair
+from issuer.accounts.sessions import LoginSessions, Principal
 from issuer.clock import Clock
 from issuer.db import Database
-from issuer.errors import Refused, Unauthenticated
-from issuer.lib.network import Client
+from issuer.errors import Refused
 
 log = logging.getLogger("issuer.audit")
-AUTHENTICATION_FAILED = "Authentication failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,37 +81,6 @@ class Accounts:
     async def username_taken(self, username: str) -> bool:
         async with self.db.session() as session:
             return await queries.user_by_username(session, username) is not None
-
-    async def login(
-        self, identifier: str, password: str, *, kind: str, client: Client
-    ) -> tuple[User, TokenPair]:
-        """Check the password and open a login session, in one transaction.
-
-        The same work whether or not the account exists (ASVS 6.3.8). The login is recorded
-        only if the password hash is still the one just verified, so a password changed or
-        reset meanwhile wins; a legacy or outdated hash is upgraded in the same transaction.
-        """
-        for _ in range(2):  # a second try only if a concurrent login upgraded the hash
-            async with self.db.session() as session:
-                user = await queries.user_by_login(session, identifier)
-            result = await self.passwords.verify(user.password_hash if user else None, password)
-            if user is None or not result.ok or not user.active:
-                log.info("login failed entity_id=%s", user.entity_id.hex if user else "-")
-                raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
-            now = self.clock.now()
-            async with self.db.transaction() as session:
-                recorded = await queries.record_login(
-                    session, user.id, checked_hash=user.password_hash, new_hash=result.new_hash,
-                    now=now,
-                )  # fmt: skip
-                if recorded:
-                    pair = self.sessions.open(session, user, kind=kind, client=client)
-            if recorded:
-                user.last_login_at = now
-                user.password_hash = result.new_hash or user.password_hash
-                return user, pair
-        log.info("login failed: the credentials changed meanwhile")
-        raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
 
     async def change_password(self, principal: Principal, existing: str, new: str) -> None:
         """ASVS 6.2.3: the current password is required. In one transaction: the new hash, the

@@ -9,8 +9,6 @@ request never finished (the worker died) can be taken over after ``lease`` secon
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,10 +102,3 @@ class Idempotency:
         """Delete keys older than the 24 h window."""
         async with self.db.transaction() as session:
             return await queries.purge(session, self.clock.now() - self.ttl)
-
-    async def run_purge(self, stopping: asyncio.Event, interval: float = 600.0) -> None:
-        """Supervised loop: purge expired keys every ``interval`` seconds."""
-        while not stopping.is_set():
-            await self.purge()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval)

@@ -27,6 +27,8 @@ ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 class Purpose(StrEnum):
     ACCESS = "access"
     REFRESH = "refresh"
+    # A login waiting for its second factor: accepted by the second-factor endpoints only.
+    MFA = "mfa"
 
 
 class TokenExpired(Exception):

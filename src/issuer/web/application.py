@@ -1,4 +1,5 @@
-"""The app class: Quart with our request class, and a malformed ``Host`` answered 400.
+"""The app class: Quart with our request class, the ``public_id`` URL converter, and a
+malformed ``Host`` answered 400.
 
 werkzeug refuses a ``Host`` it cannot IDNA-encode (an empty label as in ``a..b``, a label over
 63 characters) while Quart builds the request context, outside its error handling
@@ -13,6 +14,7 @@ from typing import Any, NoReturn
 
 from quart import Quart
 from werkzeug.exceptions import BadHost, BadRequest, HTTPException
+from werkzeug.routing import BaseConverter
 
 from issuer.web.bodies import IssuerRequest
 
@@ -32,8 +34,19 @@ class RefusingAdapter:
     allowed_methods = build = match
 
 
+class PublicIdConverter(BaseConverter):
+    """``<public_id:name>``: an entity's public id, a UUID as 32 lower-case hex digits. A path
+    that is not one does not match, so ``/passkeys/options`` is never a passkey's URL."""
+
+    regex = "[0-9a-f]{32}"
+
+
 class IssuerApp(Quart):
     request_class = IssuerRequest
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url_map.converters["public_id"] = PublicIdConverter
 
     def create_url_adapter(self, request: Any) -> Any:
         try:

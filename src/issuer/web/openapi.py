@@ -3,7 +3,8 @@
 quart-schema's provider, plus what it leaves out:
 
 - request bodies that are validated are *required* (an empty or missing body is refused);
-- path parameters carry their converter's limits (``string(maxlength=200)``, no ``/``);
+- path parameters carry their converter's limits (``string(maxlength=200)``, no ``/``;
+  ``public_id``: 32 hex digits);
 - operation ids are unique per method and path (aliases such as ``/auth/login`` share a view);
 - the answers every such route can give: 400 (not JSON), 413 (over 64 KiB), 422 (the schema),
   429 with ``Retry-After`` (rate limited), 409/422 for a reused ``Idempotency-Key``;
@@ -34,6 +35,7 @@ from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, BaseConverter, UnicodeConverter
 
 from issuer.schemas import ErrorBody
+from issuer.web.application import PublicIdConverter
 
 # "token" (an access token), "login" (a token or the cookie), "webhook" (the webhook key)
 AUTH_ATTRIBUTE = "_issuer_auth"
@@ -102,6 +104,8 @@ class IssuerOpenAPI(OpenAPIProvider):
                 if limits.group(2):
                     schema["maxLength"] = int(limits.group(2))
             parameter["schema"] = schema
+        elif isinstance(converter, PublicIdConverter):
+            parameter["schema"] = {"type": "string", "pattern": f"^{converter.regex}$"}
         return parameter
 
     def build_request_body(self, model: Any, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:

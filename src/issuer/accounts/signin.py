@@ -1,0 +1,135 @@
+"""The one authentication path. Every way of proving who you are — a password, an emailed
+verification link, a second factor, a passkey, a social identity — is a :class:`Factor`;
+:meth:`SignIn.sign_in` checks it and then, in the same transaction, either opens the login
+session (ASVS 7.2.4: a new session on every authentication) or, when the account has MFA and
+the factor proves one factor only, issues an MFA challenge instead.
+
+A factor does its slow work (an argon2 verify) in ``check()``, outside any transaction, and its
+atomic part (a single-use secret consumed, the login recorded only if the password is still the
+one checked) in ``confirm()``, inside.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from issuer.accounts import queries
+from issuer.accounts.models import User
+from issuer.accounts.passwords import Passwords
+from issuer.accounts.sessions import LoginSessions, TokenPair
+from issuer.clock import Clock
+from issuer.db import Database
+from issuer.errors import Unauthenticated
+from issuer.lib.network import Client
+from issuer.lib.passwords import Verification
+from issuer.mfa.challenges import MfaChallenges
+
+log = logging.getLogger("issuer.audit")
+AUTHENTICATION_FAILED = "Authentication failed"
+
+
+class Factor(Protocol):
+    """Something that proves who the caller is."""
+
+    name: str  # for the audit log and the challenge: "password", "email_link", "totp", …
+    multi_factor: bool  # it proves more than one factor (a second factor, a verified passkey)
+    kind: str | None  # the login it completes, when the factor decides (a second factor)
+
+    async def check(self) -> None:
+        """The work done before the transaction (hashing); may refuse."""
+
+    async def confirm(self, session: AsyncSession) -> User:
+        """Inside the transaction: the atomic part; the user proven, or ``Unauthenticated``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    user: User
+    pair: TokenPair
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class MfaRequired:
+    """The first factor passed; the login needs its second (``token``, until ``expires_at``),
+    one of ``methods``."""
+
+    user: User
+    token: str
+    expires_at: datetime
+    methods: tuple[str, ...]
+
+
+Outcome = SignedIn | MfaRequired
+
+
+class SignIn:
+    def __init__(
+        self, db: Database, sessions: LoginSessions, challenges: MfaChallenges, clock: Clock
+    ) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.challenges = challenges
+        self.clock = clock
+
+    async def sign_in(self, factor: Factor, *, kind: str, client: Client) -> Outcome:
+        """Check ``factor``; open a login session of ``kind`` (``api``, ``browser``; a second
+        factor completes the kind its challenge was issued for), or ask for the second factor."""
+        await factor.check()
+        async with self.db.transaction() as session:
+            user = await factor.confirm(session)
+            if user.mfa_enabled and not factor.multi_factor:
+                token, expires_at, methods = await self.challenges.issue(
+                    session, user, first_factor=factor.name, kind=kind
+                )
+                return MfaRequired(user, token, expires_at, methods)
+            kind = factor.kind or kind
+            pair = self.sessions.open(session, user, kind=kind, client=client)
+            user.last_login_at = self.clock.now()
+            await queries.stamp_login(session, user.id, user.last_login_at)
+        log.info("signed in entity_id=%s with %s (%s)", user.entity_id.hex, factor.name, kind)
+        return SignedIn(user, pair, kind)
+
+
+class PasswordFactor:
+    """A username or email and its password (001–004's login)."""
+
+    name = "password"
+    multi_factor = False
+    kind: str | None = None
+
+    def __init__(self, db: Database, passwords: Passwords, identifier: str, password: str) -> None:
+        self._db = db
+        self._passwords = passwords
+        self._identifier = identifier
+        self._password = password
+        self._user: User | None = None
+        self._result = Verification(False)
+
+    async def check(self) -> None:
+        # The same work whether or not the account exists (ASVS 6.3.8).
+        async with self._db.session() as session:
+            self._user = await queries.user_by_login(session, self._identifier)
+        stored = self._user.password_hash if self._user else None
+        self._result = await self._passwords.verify(stored, self._password)
+
+    async def confirm(self, session: AsyncSession) -> User:
+        user = self._user
+        if user is None or not self._result.ok or not user.active:
+            log.info("login failed entity_id=%s", user.entity_id.hex if user else "-")
+            raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
+        # Only if the hash is still the one checked (a password changed or reset meanwhile
+        # wins); an outdated or legacy hash is upgraded in the same transaction.
+        if not await queries.confirm_password(
+            session, user.id, checked_hash=user.password_hash, new_hash=self._result.new_hash
+        ):
+            log.info("login failed (password changed meanwhile) entity_id=%s", user.entity_id.hex)
+            raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
+        user.password_hash = self._result.new_hash or user.password_hash
+        return user
