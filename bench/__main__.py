@@ -26,6 +26,8 @@ BENCHMARKS = (
     # issue 4: email and the outbox
     "signup_smtp",
     "outbox_throughput",
+    # issue 8: MFA
+    "mfa_login",
 )
 TIMEOUT = 900
 

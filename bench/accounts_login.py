@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -328,11 +329,11 @@ async def _httpx_load(
         start = time.monotonic()
         deadline = start + seconds
 
-        async def worker(offset: int) -> None:
-            index = offset
+        sent = itertools.count()  # one rotation over the specs for all connections, as wrk's
+
+        async def worker() -> None:
             while time.monotonic() < deadline and len(latencies) < MAX_REQUESTS:
-                spec = specs[index % len(specs)]
-                index += 1
+                spec = specs[next(sent) % len(specs)]
                 began = time.perf_counter()
                 try:
                     response = await client.request(
@@ -345,7 +346,7 @@ async def _httpx_load(
                 latencies.append(time.perf_counter() - began)
                 counts["ok" if response.status_code < 400 else "failed"] += 1
 
-        await asyncio.gather(*(worker(i) for i in range(connections)))
+        await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.monotonic() - start
     ms = [x * 1000 for x in latencies] or [0.0]
     return LoadResult(

@@ -38,6 +38,9 @@ from tests.conftest import ROOT, migrate, scratch_postgresql
 from tests.support.servers import ServerProcess, stop_gracefully
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
+# A fixed seed: the suite sends the same cases on every run, so a red CI run is a change in
+# the code, not in the dice. Another seed explores further (FUZZ_SEED=…; README, Fuzzing).
+SEED = int(os.environ.get("FUZZ_SEED") or "20261201")
 USER = {"username": "fuzzer", "password": "correct horse battery staple"}
 WEBHOOK_KEY = "hook-key"
 # What positive_data_acceptance counts as accepting a schema-conforming request: schemathesis'
@@ -54,7 +57,7 @@ DOMAIN_REFUSALS: dict[str, list[str]] = {
 }
 CONFIG = schemathesis.Config.from_dict(
     {
-        **({"seed": int(os.environ["FUZZ_SEED"])} if os.environ.get("FUZZ_SEED") else {}),
+        "seed": SEED,
         "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
         "phases": {
             "examples": {"enabled": True},

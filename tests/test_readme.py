@@ -4,6 +4,7 @@ this test fails and prints the table to paste."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -12,16 +13,40 @@ from tests.conftest import ROOT
 START, END = "<!-- request-bodies:start -->", "<!-- request-bodies:end -->"
 
 
+def requirement(branch: dict[str, Any]) -> str:
+    """One ``anyOf`` branch as words: its required fields, its nested choices, its condition
+    (``otp if mfa_enabled=true``)."""
+    text = " and ".join(branch.get("required", []))
+    if "anyOf" in branch:
+        choice = " or ".join(requirement(b) for b in branch["anyOf"])
+        text = f"{text} and ({choice})" if text else f"({choice})"
+    conditions = [
+        f"{name}={json.dumps(rule['const'])}"
+        for name, rule in branch.get("properties", {}).items()
+        if "const" in rule
+    ]
+    return f"{text} if {', '.join(conditions)}" if conditions else text
+
+
+def named_in(branches: list[dict[str, Any]]) -> set[str]:
+    names: set[str] = set()
+    for branch in branches:
+        names.update(branch.get("required", []))
+        names.update(named_in(branch.get("anyOf", [])))
+    return names
+
+
 def fields_of(schema: dict[str, Any], components: dict[str, Any]) -> tuple[list[str], list[str]]:
     if "$ref" in schema:
         schema = components[schema["$ref"].rsplit("/", 1)[1]]
     properties = sorted(schema.get("properties", {}))
     required = set(schema.get("required", []))
-    one_of = [b["required"][0] for b in schema.get("anyOf", []) if b.get("required")]
+    branches = schema.get("anyOf", [])
     shown_required = [f for f in properties if f in required]
-    if one_of:
-        shown_required.append(" or ".join(one_of))
-    optional = [f for f in properties if f not in required and f not in one_of]
+    if branches:
+        shown_required.append(" or ".join(requirement(b) for b in branches))
+    chosen = named_in(branches)
+    optional = [f for f in properties if f not in required and f not in chosen]
     return shown_required, optional
 
 

@@ -16,6 +16,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # One line of text: no control characters (C0: NUL, tab, newlines…; DEL; C1: NEL…).
 ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# One line with something visible in it: at least one character that is not whitespace as
+# Python's str.isspace() has it (spelled out, as ECMA's \s and Python's differ).
+VISIBLE_LINE = (
+    r"^[^\x00-\x1f\x7f-\x9f]*"
+    r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    r"[^\x00-\x1f\x7f-\x9f]*$"
+)
 # Free text (and secrets): anything but NUL, which PostgreSQL text cannot store.
 NO_NUL = r"^[^\x00]*$"
 
@@ -36,6 +43,15 @@ UNICODE = AfterValidator(_encodable)
 def one_line(max_length: int, *, min_length: int = 0, **kwargs: Any) -> Any:
     """Field limits of a one-line string of ``min_length``..``max_length`` characters."""
     return Field(min_length=min_length, max_length=max_length, pattern=ONE_LINE, **kwargs)
+
+
+def visible_line(max_length: int, **kwargs: Any) -> Any:
+    """Field limits of a one-line string with something visible in it, up to ``max_length``
+    characters; pair it with ``STRIPPED`` (the value is used without its outer whitespace)."""
+    return Field(min_length=1, max_length=max_length, pattern=VISIBLE_LINE, **kwargs)
+
+
+STRIPPED = AfterValidator(str.strip)
 
 
 def free_text(max_length: int, *, min_length: int = 0, **kwargs: Any) -> Any:

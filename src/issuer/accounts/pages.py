@@ -24,7 +24,7 @@ from issuer.errors import Forbidden, Refused, Unauthenticated
 from issuer.lib.csrf import csrf_token, csrf_valid
 from issuer.schemas import ErrorBody
 from issuer.web.client import current_client
-from issuer.web.context import services
+from issuer.web.context import services, settings
 from issuer.web.openapi import html_page
 
 blueprint = Blueprint("account_pages", __name__)
@@ -80,7 +80,8 @@ async def register_page() -> Any:
 @blueprint.get("/dashboard")
 @html_page(200, 302)
 async def dashboard() -> Any:
-    """Your dashboard: username, last login, active sessions with an end button."""
+    """Your dashboard: username, last login, active sessions with an end button, two-factor
+    authentication (TOTP and recovery codes) and passkeys."""
     if not current_user.auth_id:
         return redirect("/login")
     try:
@@ -92,6 +93,9 @@ async def dashboard() -> Any:
         "accounts/dashboard.html",
         user=current.user,
         sessions=[session_out(row, current.session.id) for row in rows],
+        recovery_codes_left=await services().totp.recovery_codes_left(current),
+        codes_shown_once=settings().recovery_codes_show_once,
+        passkeys=await services().passkeys.list(current),
         csrf=csrf_token(session),
         lang="en",
     )

@@ -6,11 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from issuer.schemas import NO_NUL, UNICODE, Input, Refusal, one_line
+from issuer.schemas import NO_NUL, STRIPPED, UNICODE, Input, Refusal, one_line, visible_line
 
-# One credential attribute as the holder types it: 1–200 characters on one line (no control
-# characters reach the credential).
-Attribute = Annotated[str, one_line(200, min_length=1), UNICODE]
+# One credential attribute as the holder types it: up to 200 characters on one line with
+# something visible (no control characters reach the credential), used without its outer
+# whitespace.
+Attribute = Annotated[str, visible_line(200), UNICODE, STRIPPED]
 AgentId = Annotated[str, one_line(128, min_length=1), UNICODE]
 FILL_IN = Refusal("Please fill in every field.")
 
@@ -18,7 +19,7 @@ FILL_IN = Refusal("Please fill in every field.")
 class NameFormBase(Input):
     """The holder's details: one field per configured attribute, plus the CSRF token."""
 
-    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+    model_config = ConfigDict(extra="ignore")
 
     csrf_token: Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")] = ""
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from issuer.accounts.schemas import Email, Password, UserOut
-from issuer.schemas import UNICODE, Input, Refusal, one_line
+from issuer.schemas import STRIPPED, UNICODE, Input, Refusal, visible_line
 
 # 004's clients send the code as a number ({"otp": 123456}); others as a string.
 Otp = Annotated[int, Field(ge=0, le=999_999)] | Annotated[str, Field(pattern=r"^[0-9]{6}$")]
@@ -188,7 +188,7 @@ class AuthenticationCredential(Credential):
 class PasskeyRegisterIn(Input):
     ceremony: Ceremony
     credential: RegistrationCredential
-    name: Annotated[str, one_line(100, min_length=1), UNICODE] = "Passkey"
+    name: Annotated[str, visible_line(100), UNICODE, STRIPPED] = "Passkey"
 
 
 class MfaChallengeIn(Input):

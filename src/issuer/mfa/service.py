@@ -167,6 +167,10 @@ class Totp:
             rows = await queries.unused_recovery_codes(session, principal.user.id)
         return [self.codes_box.open(r.sealed) for r in rows], len(rows)
 
+    async def recovery_codes_left(self, principal: Principal) -> int:
+        async with self.db.session() as session:
+            return await queries.count_unused_recovery_codes(session, principal.user.id)
+
     async def regenerate(self, principal: Principal) -> list[str]:
         user = principal.user
         async with self.db.transaction() as session:
