@@ -8,6 +8,7 @@ ACAPY_VENV := .venv-acapy
 PORT ?= 5000
 SERVICES_UP := ../shared/bin/services-up
 VENDOR := src/issuer/static/vendor/VERSIONS.json
+OIDC_PROVIDER := tests/support/oidc/node_modules/.package-lock.json
 
 .PHONY: run test install acapy browser migrate lint typecheck bench clean
 
@@ -24,6 +25,11 @@ $(VENDOR): assets/package.json assets/package-lock.json assets/vendor.py
 	$(PYTHON) assets/vendor.py
 
 install: $(BIN)/activate $(VENDOR)
+
+# The local OpenID Connect provider of the browser tests (the oidc-provider package, pinned in
+# tests/support/oidc/package-lock.json), fetched by npm ci (integrity-checked).
+$(OIDC_PROVIDER): tests/support/oidc/package.json tests/support/oidc/package-lock.json
+	cd tests/support/oidc && npm ci --silent
 
 # ACA-Py runs in its own virtual environment: acapy-agent needs Python >= 3.13; on older
 # interpreters the 0.12 line (aries-cloudagent[askar]) runs the same flow.
@@ -63,7 +69,7 @@ migrate: install .env
 run: install acapy .env migrate
 	PORT=$(PORT) $(BIN)/hypercorn --config hypercorn.toml --bind 0.0.0.0:$(PORT) 'issuer:create_app()'
 
-test: install acapy browser
+test: install acapy browser $(OIDC_PROVIDER)
 	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi
 	$(BIN)/ruff check
 	$(BIN)/mypy
@@ -80,4 +86,5 @@ bench: install acapy
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache assets/node_modules src/issuer/static/vendor
+	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache assets/node_modules src/issuer/static/vendor \
+	  tests/support/oidc/node_modules

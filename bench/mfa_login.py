@@ -17,8 +17,9 @@ there and nowhere else) and of the PostgreSQL backends, next to one argon2 verif
 measured in a process of its own. Target: the hash pool spends less than a tenth of one verify
 per ``/login_mfa`` (none is the design; the margin is for the pool's idle wake-ups).
 
-The MFA accounts, their TOTP secrets and the challenges are made beforehand with the app's own
-services and models (no HTTP, cheap hashing for those accounts' unused passwords); the codes
+The MFA accounts and their TOTP secrets are made beforehand, and each round's challenges just
+before it, with the app's own services and models (no HTTP, cheap hashing for those accounts'
+unused passwords); the codes
 are computed by pyotp just before each round, for the step current then (the app accepts one
 step of drift, so they stay valid for at least 30 s: longer than a round).
 
@@ -64,19 +65,23 @@ TARGET_POOL_SHARE = 0.10  # hash-pool CPU per /login_mfa, as a share of one veri
 HEADERS = {"Content-Type": "application/json", "User-Agent": "bench.mfa_login"}
 
 
-async def _mfa_accounts(url: str, count: int) -> list[tuple[str, str]]:
-    """``count`` accounts with TOTP enabled and one live challenge each: (secret, token)."""
+def _bench_app(url: str) -> Any:
     from issuer import create_app
+
+    return create_app(
+        {"env": "test", "secret_key": SECRET_KEY, "database_url": url,
+         "argon2_memory_kib": 1024, "argon2_time_cost": 1}
+    )  # fmt: skip
+
+
+async def _mfa_accounts(url: str, count: int) -> list[tuple[int, str]]:
+    """``count`` accounts with TOTP enabled: (user id, TOTP secret)."""
     from issuer.accounts.models import User
     from issuer.accounts.service import NewAccount
     from issuer.mfa.models import OtpMethod
     from issuer.services import services_of
 
-    app = create_app(
-        {"env": "test", "secret_key": SECRET_KEY, "database_url": url,
-         "argon2_memory_kib": 1024, "argon2_time_cost": 1}
-    )  # fmt: skip
-    services = services_of(app)
+    services = services_of(_bench_app(url))
     prefix = secrets.token_hex(3)
     try:
         names = [f"mfa-{prefix}-{i:05d}" for i in range(count)]
@@ -85,23 +90,41 @@ async def _mfa_accounts(url: str, count: int) -> list[tuple[str, str]]:
                 *(services.accounts.register(NewAccount("unused password", username=n))
                   for n in names[start:start + 200])
             )  # fmt: skip
-        found: list[tuple[str, str]] = []
+        found: list[tuple[int, str]] = []
         now = services.clock.now()
         async with services.db.transaction() as session:
-            users = list(await session.scalars(select(User).where(User.username.in_(names))))
-            for user in users:
+            ids = list(await session.scalars(select(User.id).where(User.username.in_(names))))
+            for user_id in ids:
                 secret = pyotp.random_base32()
                 sealed = services.totp.secrets_box.seal(secret)
                 session.add(
-                    OtpMethod(user_id=user.id, secret=sealed, confirmed_at=now, enabled_at=now)
+                    OtpMethod(user_id=user_id, secret=sealed, confirmed_at=now, enabled_at=now)
                 )
-                await session.execute(
-                    update(User).where(User.id == user.id).values(mfa_enabled=True)
-                )
-                token, _, _ = await services.challenges.issue(
-                    session, user, first_factor="password", kind="api"
-                )
-                found.append((secret, token))
+                found.append((user_id, secret))
+            await session.execute(update(User).where(User.id.in_(ids)).values(mfa_enabled=True))
+        return found
+    finally:
+        await services.close()
+
+
+async def _challenges(url: str, accounts: list[tuple[int, str]]) -> list[tuple[str, str]]:
+    """One live MFA challenge per account, issued just before its round (they expire in
+    minutes): (TOTP secret, challenge token)."""
+    from issuer.accounts.models import User
+    from issuer.services import services_of
+
+    services = services_of(_bench_app(url))
+    found: list[tuple[str, str]] = []
+    try:
+        for start in range(0, len(accounts), 250):
+            chunk = dict(accounts[start : start + 250])
+            async with services.db.transaction() as session:
+                users = await session.scalars(select(User).where(User.id.in_(list(chunk))))
+                for user in users:
+                    token, _, _ = await services.challenges.issue(
+                        session, user, first_factor="password", kind="api"
+                    )
+                    found.append((chunk[user.id], token))
         return found
     finally:
         await services.close()
@@ -149,14 +172,15 @@ def run_database(database: str, args: argparse.Namespace, tool: str) -> dict[str
         )  # fmt: skip
         try:
             check_login(app.url, users[0])
-            check_mfa(app.url, mfa_specs(prepared[:1])[0])
+            check_mfa(app.url, mfa_specs(asyncio.run(_challenges(url, prepared[:1])))[0])
             rounds: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {
                 "/login": [], "/login_mfa": []
             }  # fmt: skip
             passwords = login_specs(users)
             run_load(app.url, passwords, connections=args.concurrency, seconds=2, tool=tool)
             for number in range(args.rounds):
-                batch = prepared[1 + number * per_round : 1 + (number + 1) * per_round]
+                accounts = prepared[1 + number * per_round : 1 + (number + 1) * per_round]
+                batch = asyncio.run(_challenges(url, accounts))
                 for path, specs in (("/login", passwords), ("/login_mfa", mfa_specs(batch))):
                     meter = CpuMeter(app.worker_pids, url).start()
                     load = run_load(

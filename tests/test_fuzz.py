@@ -54,6 +54,13 @@ DOMAIN_REFUSALS: dict[str, list[str]] = {
     "/verify_otp": ["400"],  # a random code is not the current one
     "/setup_mfa": ["400"],
     "/passkeys": ["400"],  # a random ceremony or credential is not a registration
+    "/social/{method_id}": ["400"],  # a random id is not one of the user's login methods
+    # No identity provider is configured here (none may be called): their routes are off.
+    "/social/github": ["404"],
+    "/social/facebook": ["404"],
+    "/social/{name}": ["404"],
+    "/login/{name}": ["404"],
+    "/login/{name}/callback": ["404"],
 }
 CONFIG = schemathesis.Config.from_dict(
     {

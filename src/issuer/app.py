@@ -48,6 +48,8 @@ from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
 from issuer.services import Services
+from issuer.social.providers import Facebook, GitHub, OpenIdProvider, Provider, ProviderHttp
+from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
 from issuer.web import server
 from issuer.web.application import IssuerApp
@@ -176,6 +178,12 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         verify_ttl=settings.verify_token_ttl,
         reset_ttl=settings.reset_token_ttl,
     )
+    signin = SignIn(db, sessions, challenges, clock)
+    http = ProviderHttp(settings.social_timeout)
+    social = SocialLogin(
+        db, signin, emails, outbox, clock, http, identity_providers(settings, http),
+        base_url=settings.public_base_url,
+    )  # fmt: skip
     broker: LocalBroker = LocalBroker()
     if db.is_postgres:
         broker = PostgresBroker(asyncpg_dsn(settings.database_url), snapshot_loader(db))
@@ -227,7 +235,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         tokens=tokens,
         sessions=sessions,
         challenges=challenges,
-        signin=SignIn(db, sessions, challenges, clock),
+        signin=signin,
         emails=emails,
         accounts=Accounts(db, passwords, sessions, emails, clock),
         totp=Totp(
@@ -247,6 +255,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
             rp_name=settings.webauthn_rp_name,
             origins=settings.relying_party_origins,
         ),
+        social=social,
         idempotency=Idempotency(db, clock),
         broker=broker,
         agent=agent,
@@ -257,6 +266,54 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         webhook_key=webhook_key,
         test_wallet_url=test_wallet_url,
     )
+
+
+def identity_providers(settings: Settings, http: ProviderHttp) -> list[Provider]:
+    """The social login providers that have a client id (the others are off)."""
+    found: list[Provider] = []
+    if settings.github_client_id:
+        found.append(
+            GitHub(
+                http,
+                client_id=settings.github_client_id,
+                client_secret=settings.github_client_secret,
+                oauth_url=settings.github_oauth_url,
+                api_url=settings.github_api_url,
+            )
+        )
+    openid = [
+        ("google", "Google", settings.google_issuer, settings.google_client_id,
+         settings.google_client_secret),
+        ("linkedin", "LinkedIn", settings.linkedin_issuer, settings.linkedin_client_id,
+         settings.linkedin_client_secret),
+    ] + [
+        (p.name, p.title or p.name, p.issuer, p.client_id, p.client_secret)
+        for p in settings.oidc_providers
+    ]  # fmt: skip
+    for name, title, issuer, client_id, client_secret in openid:
+        if client_id:
+            found.append(
+                OpenIdProvider(
+                    http,
+                    name=name,
+                    title=title,
+                    issuer=issuer,
+                    client_id=client_id,
+                    client_secret=client_secret,
+                    also_issued_as=("accounts.google.com",) if name == "google" else (),
+                )
+            )
+    if settings.facebook_app_id:
+        found.append(
+            Facebook(
+                http,
+                app_id=settings.facebook_app_id,
+                app_secret=settings.facebook_app_secret,
+                graph_url=settings.facebook_graph_url,
+                dialog_url=settings.facebook_dialog_url,
+            )
+        )
+    return found
 
 
 def configured_agent(settings: Settings) -> Agent | None:
@@ -303,9 +360,10 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.mfa.routes import blueprint as mfa
     from issuer.ops.docs import blueprint as docs
     from issuer.ops.routes import blueprint as ops
+    from issuer.social.routes import blueprint as social
     from issuer.vectors.routes import blueprint as vectors
 
-    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery, mfa):
+    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery, mfa, social):
         app.register_blueprint(blueprint)
     register_name_form(app, settings.attribute_names)
     if settings.development:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
@@ -21,6 +21,34 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+# A provider's name in paths (``/social/<name>``, ``/login/<name>``): at most 31 characters, so
+# it never reads as a 32-hex login-method id.
+PROVIDER_NAME = r"^[a-z][a-z0-9_-]{0,30}$"
+# Built-in providers, 004's password method, and /login/passkey.
+RESERVED_PROVIDER_NAMES = frozenset(
+    {"github", "google", "linkedin", "facebook", "signup", "passkey"}
+)
+
+
+class OidcProviderSettings(BaseModel):
+    """An OpenID Connect provider, found by discovery at
+    ``{issuer}/.well-known/openid-configuration``."""
+
+    name: str = Field(pattern=PROVIDER_NAME)
+    issuer: str
+    client_id: str
+    client_secret: str = ""
+    # The button's text ("Keycloak"); the name when empty.
+    title: str = ""
+    scopes: str = "openid email profile"
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> OidcProviderSettings:
+        if self.name in RESERVED_PROVIDER_NAMES:
+            raise ValueError(f"ISSUER_OIDC_PROVIDERS: the name {self.name!r} is taken")
+        return self
 
 
 class Settings(BaseSettings):
@@ -96,6 +124,27 @@ class Settings(BaseSettings):
     webauthn_origins: str = ""
     # Comma-separated proxy addresses/networks whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
+
+    # --- social login (a provider without a client id is off) --------------------------------
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    github_oauth_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
+    google_client_id: str = ""
+    google_client_secret: str = ""
+    google_issuer: str = "https://accounts.google.com"
+    linkedin_client_id: str = ""
+    linkedin_client_secret: str = ""
+    linkedin_issuer: str = "https://www.linkedin.com/oauth"
+    facebook_app_id: str = ""
+    facebook_app_secret: str = ""
+    facebook_graph_url: str = "https://graph.facebook.com"
+    facebook_dialog_url: str = "https://www.facebook.com/dialog/oauth"
+    # More OpenID Connect providers, as a JSON list of
+    # {"name", "issuer", "client_id", "client_secret", "title"?, "scopes"?}.
+    oidc_providers: list[OidcProviderSettings] = []
+    # Seconds each call to a provider may take (connect, read) before it counts as down.
+    social_timeout: float = 5.0
 
     # --- email and events (the outbox) -------------------------------------------------------
     # Without an SMTP host, development writes emails to the log and /dev/outbox; elsewhere

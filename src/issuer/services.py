@@ -36,6 +36,7 @@ from issuer.mfa.service import Totp
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
+from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
 from issuer.web.context import EXTENSION
 
@@ -60,6 +61,7 @@ class Services:
     accounts: Accounts
     totp: Totp
     passkeys: Passkeys
+    social: SocialLogin
     idempotency: Idempotency
     broker: LocalBroker
     agent: Agent | None
@@ -109,6 +111,7 @@ class Services:
             await self.local_agents.stop()
         if self.publisher is not None:
             await self.publisher.close()
+        await self.social.aclose()
         self.passwords.close()
         await self.db.dispose()
 

@@ -102,6 +102,7 @@ class Watcher:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.console: list[str] = []
+        self.console_urls: list[str] = []  # where each console message came from
         self.errors: list[str] = []
         self.navigations: list[str] = []
         page.on("console", self._console)
@@ -110,8 +111,10 @@ class Watcher:
 
     def _console(self, message: ConsoleMessage) -> None:
         # The browser's own favicon probe 404s (the portal has no favicon); nothing else may.
-        if not message.location.get("url", "").endswith("/favicon.ico"):
+        url = message.location.get("url", "")
+        if not url.endswith("/favicon.ico"):
             self.console.append(f"{message.type}: {message.text}")
+            self.console_urls.append(url)
 
     def _error(self, error: Error) -> None:
         self.errors.append(str(error))
@@ -120,12 +123,20 @@ class Watcher:
         if frame == self.page.main_frame:
             self.navigations.append(frame.url)
 
-    async def assert_clean(self) -> None:
-        """No script errors, no console errors or warnings, no CSP violations."""
+    async def assert_clean(self, *, origin: str = "", expected: tuple[str, ...] = ()) -> None:
+        """No script errors, no console errors or warnings, no CSP violations. ``origin``:
+        only the console of pages there counts (another site's pages, such as an identity
+        provider's, are not ours); ``expected``: messages the test caused on purpose."""
         violations = await self.page.evaluate("window.__cspViolations")
         assert violations == [], violations
         assert self.errors == [], self.errors
-        noisy = [m for m in self.console if m.split(":", 1)[0] in ("error", "warning")]
+        noisy = [
+            m
+            for m, url in zip(self.console, self.console_urls, strict=True)
+            if m.split(":", 1)[0] in ("error", "warning")
+            and url.startswith(origin)
+            and not any(e in m for e in expected)
+        ]
         assert noisy == [], noisy
 
 

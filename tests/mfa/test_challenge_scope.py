@@ -26,7 +26,19 @@ async def test_the_challenge_token_is_refused_everywhere_else(app: Quart, client
             schemes = {name for option in operation.get("security", []) for name in option}
             if "bearer" not in schemes:
                 continue
-            url = re.sub(r"\{[^}]+\}", "0" * 32, path)
+            # A value each path parameter's pattern takes (a public id, a provider name).
+            patterns = {
+                p["name"]: p["schema"].get("pattern", "")
+                for p in operation.get("parameters", [])
+                if p["in"] == "path"
+            }
+            url = re.sub(
+                r"\{([^}]+)\}",
+                lambda m, patterns=patterns: (
+                    "x" if patterns.get(m.group(1), "").startswith("^[a-z]") else "0" * 32
+                ),
+                path,
+            )
             response = await fresh.open(url, method=method.upper(), json={}, headers=bearer(token))
             await assert_error(response, 401)
             checked.append(f"{method.upper()} {path}")

@@ -86,3 +86,17 @@ def _requiring(
 # Route decorators: resolve the caller before the view runs (``g.principal``), or 401.
 login_required = _requiring(allow_cookie=True)  # an access token or the browser cookie
 token_required = _requiring(allow_cookie=False)  # an access token only (API routes)
+
+
+def token_optional(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """An access token is optional (it changes what the route does, e.g. links): when
+    ``Authorization`` is sent it is resolved before the body is read, and a bad one is 401."""
+
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if header_token() is not None:
+            await principal(allow_cookie=False)
+        return await func(*args, **kwargs)
+
+    setattr(wrapper, AUTH_ATTRIBUTE, "optional_token")
+    return wrapper

@@ -103,9 +103,10 @@ class AccountEmails:
     # --- steps of other use cases, inside their transaction ---------------------------------
 
     def created(self, session: AsyncSession, user: User) -> None:
-        """A new account: ``user.created``, and the verification email if it has an email."""
+        """A new account: ``user.created``, and the verification email if it has an email that
+        is not verified yet (an identity provider may have verified it)."""
         self.outbox.event(session, "user.created", user_event(user))
-        if user.email:
+        if user.email and not user.verified:
             self._verification(session, user)
 
     def password_changed(self, session: AsyncSession, user: User) -> None:

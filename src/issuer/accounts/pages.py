@@ -30,8 +30,8 @@ from issuer.web.openapi import html_page
 blueprint = Blueprint("account_pages", __name__)
 
 
-async def render_form(template: str) -> Any:
-    return await render_template(template, csrf=csrf_token(session), lang="en")
+async def render_form(template: str, **context: Any) -> Any:
+    return await render_template(template, csrf=csrf_token(session), lang="en", **context)
 
 
 def check_form_csrf(submitted: str) -> None:
@@ -66,8 +66,8 @@ async def login_with_form(form: LoginForm) -> Any:
 @blueprint.get("/login")
 @html_page()
 async def login_page() -> Any:
-    """The login form (posts to ``POST /login``)."""
-    return await render_form("accounts/login.html")
+    """The login form (posts to ``POST /login``), and a button per social login provider."""
+    return await render_form("accounts/login.html", providers=services().social.titles())
 
 
 @blueprint.get("/register")
@@ -81,7 +81,7 @@ async def register_page() -> Any:
 @html_page(200, 302)
 async def dashboard() -> Any:
     """Your dashboard: username, last login, active sessions with an end button, two-factor
-    authentication (TOTP and recovery codes) and passkeys."""
+    authentication (TOTP and recovery codes), passkeys, and login methods (link, unlink)."""
     if not current_user.auth_id:
         return redirect("/login")
     try:
@@ -89,6 +89,9 @@ async def dashboard() -> Any:
     except Unauthenticated:
         return redirect("/login")
     rows = await services().sessions.active(current.user.id)
+    methods = await services().social.methods(current.user)
+    titles = dict(services().social.titles())
+    linked = {m.provider for m in methods}
     return await render_template(
         "accounts/dashboard.html",
         user=current.user,
@@ -96,6 +99,9 @@ async def dashboard() -> Any:
         recovery_codes_left=await services().totp.recovery_codes_left(current),
         codes_shown_once=settings().recovery_codes_show_once,
         passkeys=await services().passkeys.list(current),
+        login_methods=methods,
+        provider_titles=titles,
+        unlinked=[(name, title) for name, title in titles.items() if name not in linked],
         csrf=csrf_token(session),
         lang="en",
     )

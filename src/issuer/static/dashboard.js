@@ -1,5 +1,5 @@
 // The dashboard: end sessions, two-factor authentication (an authenticator app, recovery
-// codes) and passkeys, through the JSON API with the page's CSRF token (X-CSRF-Token).
+// codes), passkeys and login methods (linked providers, the password), through the JSON API with the page's CSRF token (X-CSRF-Token).
 (() => {
   "use strict";
   const root = document.getElementById("account");
@@ -143,6 +143,16 @@
     act(button, async () => {
       await call("DELETE", `/passkeys/${encodeURIComponent(button.dataset.passkey)}`);
       button.closest("li").remove();
+    });
+  });
+
+  // --- login methods ----------------------------------------------------------------------
+  $("methods").addEventListener("click", (event) => {
+    const button = event.target.closest("button.unlink");
+    if (!button) return;
+    act(button, async () => {
+      await call("DELETE", `/social/${encodeURIComponent(button.dataset.method)}`);
+      location.reload();
     });
   });
 })();

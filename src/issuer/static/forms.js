@@ -90,6 +90,8 @@
     useOtp.hidden = !recovery;
     (recovery ? document.getElementById("recovery-code") : document.getElementById("otp")).focus();
   };
+  // A social login that needs its second factor comes back to this page at that step.
+  if (second.dataset.methods) secondStep(second.dataset.methods.split(","));
   useRecovery.addEventListener("click", () => choose(true));
   useOtp.addEventListener("click", () => choose(false));
 

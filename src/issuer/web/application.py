@@ -1,5 +1,5 @@
-"""The app class: Quart with our request class, the ``public_id`` URL converter, and a
-malformed ``Host`` answered 400.
+"""The app class: Quart with our request class, the ``public_id`` and ``provider`` URL
+converters, and a malformed ``Host`` answered 400.
 
 werkzeug refuses a ``Host`` it cannot IDNA-encode (an empty label as in ``a..b``, a label over
 63 characters) while Quart builds the request context, outside its error handling
@@ -41,12 +41,21 @@ class PublicIdConverter(BaseConverter):
     regex = "[0-9a-f]{32}"
 
 
+class ProviderConverter(BaseConverter):
+    """``<provider:name>``: an identity provider's name (``issuer.config.PROVIDER_NAME``), at
+    most 31 characters, so a login method's 32-hex id is never read as one, and never
+    ``passkey`` (``/login/passkey`` is the passwordless login)."""
+
+    regex = "(?!passkey(?![a-z0-9_-]))[a-z][a-z0-9_-]{0,30}"
+
+
 class IssuerApp(Quart):
     request_class = IssuerRequest
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.url_map.converters["public_id"] = PublicIdConverter
+        self.url_map.converters["provider"] = ProviderConverter
 
     def create_url_adapter(self, request: Any) -> Any:
         try:

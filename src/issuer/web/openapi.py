@@ -35,9 +35,10 @@ from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, BaseConverter, UnicodeConverter
 
 from issuer.schemas import ErrorBody
-from issuer.web.application import PublicIdConverter
+from issuer.web.application import ProviderConverter, PublicIdConverter
 
-# "token" (an access token), "login" (a token or the cookie), "webhook" (the webhook key)
+# "token" (an access token), "optional_token" (anonymous, or a token that changes the call),
+# "login" (a token or the cookie), "webhook" (the webhook key)
 AUTH_ATTRIBUTE = "_issuer_auth"
 PAGE_ATTRIBUTE = "_issuer_html_page"
 ERROR = {"$ref": "#/components/schemas/ErrorBody"}
@@ -104,7 +105,7 @@ class IssuerOpenAPI(OpenAPIProvider):
                 if limits.group(2):
                     schema["maxLength"] = int(limits.group(2))
             parameter["schema"] = schema
-        elif isinstance(converter, PublicIdConverter):
+        elif isinstance(converter, PublicIdConverter | ProviderConverter):
             parameter["schema"] = {"type": "string", "pattern": f"^{converter.regex}$"}
         return parameter
 
@@ -157,6 +158,8 @@ class IssuerOpenAPI(OpenAPIProvider):
         if auth is not None:
             operation["security"] = {
                 "token": [{"bearer": []}],
+                # Anonymous, or an access token that changes what the call does (linking).
+                "optional_token": [{}, {"bearer": []}],
                 "login": [{"bearer": []}, {"cookie": []}],
                 "webhook": [{"webhook": []}],
             }[auth]
