@@ -182,7 +182,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
     http = ProviderHttp(settings.social_timeout)
     social = SocialLogin(
         db, signin, emails, outbox, clock, http, identity_providers(settings, http),
-        base_url=settings.public_base_url,
+        base_url=settings.public_base_url, deadline=3 * settings.social_timeout,
     )  # fmt: skip
     broker: LocalBroker = LocalBroker()
     if db.is_postgres:

@@ -14,7 +14,14 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Libraries that log request URLs at INFO, query strings included (a provider's access token,
+# an app secret in Facebook's debug_token): only their warnings are kept.
+QUIET_LIBRARIES = ("httpx", "httpcore")
+
+
 def configure_logging(level: str) -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     if any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
         root.setLevel(level.upper())

@@ -112,15 +112,15 @@ async def test_linking_the_provider_from_the_dashboard(
     await expect(page).to_have_url(f"{deployment.base}/dashboard")
     await expect(page.locator("#methods > li")).to_have_count(1)  # the password
 
-    await page.get_by_role("link", name=f"Link {TITLE}").click()
+    await page.get_by_role("button", name=f"Link {TITLE}").click()
     await sign_in_at_provider(page, "unverified-grace")
     await expect(page).to_have_url(f"{deployment.base}/dashboard#login-methods")
     linked = page.locator("#methods > li", has_text=TITLE)
     await expect(linked).to_contain_text("unverified-grace User")
-    await expect(page.get_by_role("link", name=f"Link {TITLE}")).to_have_count(0)
+    await expect(page.get_by_role("button", name=f"Link {TITLE}")).to_have_count(0)
 
     # With the password still there, the provider can be unlinked.
     await linked.get_by_role("button", name="Remove").click()
     await expect(page.locator("#methods > li", has_text=TITLE)).to_have_count(0)
-    await expect(page.get_by_role("link", name=f"Link {TITLE}")).to_have_count(1)
+    await expect(page.get_by_role("button", name=f"Link {TITLE}")).to_have_count(1)
     await watched.assert_clean(origin=deployment.base)

@@ -20,11 +20,24 @@ ADA = GitHubUser(
 )  # fmt: skip
 
 
+def csrf_of(page: str) -> str:
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
 async def start(browser: BrowserClient, name: str) -> dict[str, str]:
     """``GET /login/<name>``: the query of the provider's authorization URL it redirects to."""
     response = await browser.get(f"/login/{name}")
     assert response.status_code == 302, await response.get_data(as_text=True)
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
+
+
+async def start_link(browser: BrowserClient, name: str, dashboard: str) -> dict[str, str]:
+    """The dashboard's "Link" button: ``POST /login/<name>`` with the page's CSRF token."""
+    csrf = dashboard.split('data-csrf="')[1].split('"')[0]
+    started = await browser.post(f"/login/{name}", headers={"X-CSRF-Token": csrf})
+    assert started.status_code == 200, await started.get_data(as_text=True)
+    location = (await started.get_json())["location"]
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
 async def at_provider(location_query: dict[str, str], authorize: str) -> str:
@@ -109,15 +122,20 @@ async def test_a_logged_in_browser_links_the_provider(
 ) -> None:
     await browser.post("/register", json={"username": "ada", "password": PASSWORD})
     page = await (await browser.get("/login")).get_data(as_text=True)
-    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    csrf = csrf_of(page)
     login = await browser.post(
         "/login", form={"username": "ada", "password": PASSWORD, "csrf_token": csrf}
     )
     assert login.status_code == 303
     dashboard = await (await browser.get("/dashboard")).get_data(as_text=True)
-    assert 'href="/login/github"' in dashboard and "Link GitHub" in dashboard
+    assert 'data-provider="github"' in dashboard and "Link GitHub" in dashboard
     providers.github_authorize_as = ADA
-    query = await start(browser, "github")
+    # A link needs the page's CSRF token (another site cannot start one)...
+    refused = await browser.post("/login/github", headers={"X-CSRF-Token": "forged"})
+    assert refused.status_code == 403
+    # ... and a plain GET is a sign-in, never a link.
+    assert (await browser.get("/login/github")).status_code == 302
+    query = await start_link(browser, "github", dashboard)
     response = await browser.get(
         await at_provider(query, f"{providers.base}/github/login/oauth/authorize")
     )
@@ -127,6 +145,34 @@ async def test_a_logged_in_browser_links_the_provider(
     assert rows == [("ada",)]
     dashboard = await (await browser.get("/dashboard")).get_data(as_text=True)
     assert "Link GitHub" not in dashboard and "GitHub · Ada Lovelace" in dashboard
+
+
+async def test_a_link_completes_only_in_the_login_that_started_it(
+    app: Quart, browser: BrowserClient, providers: ProviderStubs
+) -> None:
+    await browser.post("/register", json={"username": "ada", "password": PASSWORD})
+    login = await browser.post(
+        "/login",
+        form={"username": "ada", "password": PASSWORD,
+              "csrf_token": csrf_of(await (await browser.get("/login")).get_data(as_text=True))},
+    )  # fmt: skip
+    assert login.status_code == 303
+    dashboard = await (await browser.get("/dashboard")).get_data(as_text=True)
+    query = await start_link(browser, "corp", dashboard)
+    callback = await at_provider(query, f"{providers.base}/oidc/corp/authorize")
+    # The browser logs out and in again meanwhile (another login session).
+    page = await (await browser.get("/dashboard")).get_data(as_text=True)
+    await browser.post("/logout", form={"csrf_token": csrf_of(page)})
+    again = await browser.post(
+        "/login",
+        form={"username": "ada", "password": PASSWORD,
+              "csrf_token": csrf_of(await (await browser.get("/login")).get_data(as_text=True))},
+    )  # fmt: skip
+    assert again.status_code == 303
+    # The logout cleared the browser session, and with it the link's state.
+    response = await browser.get(callback)
+    assert response.status_code == 401
+    assert await sql(app, "SELECT count(*) FROM identities") == [(0,)]
 
 
 async def test_an_mfa_account_is_asked_for_its_second_factor(

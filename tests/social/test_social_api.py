@@ -3,15 +3,18 @@ HTTP on loopback (``tests.support.identity_providers``), on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec as ec_key
 from cryptography.hazmat.primitives.asymmetric import rsa
 from quart import Quart
 
-from issuer.accounts.emails import VERIFY
 from tests.accounts.conftest import PASSWORD, assert_error, bearer, claims_of, running, sql
 from tests.mfa.conftest import code, enrol
 from tests.social.conftest import counts
@@ -42,6 +45,13 @@ async def password_account(client: Any, email: str) -> str:
     response = await client.post("/login", json={"email": email, "password": PASSWORD})
     assert response.status_code == 200, await response.get_data(as_text=True)
     return str((await response.get_json())["access_token"])
+
+
+def app_overrides(app: Quart) -> dict[str, Any]:
+    """The settings ``app`` was built with, for a fresh app on the same database."""
+    from issuer.services import services_of
+
+    return services_of(app).settings.model_dump()
 
 
 async def topics(app: Quart) -> list[str]:
@@ -98,6 +108,52 @@ async def test_a_bad_github_code_is_refused_and_nothing_is_written(
     used = providers.github_code(ADA)
     assert (await client.post("/social/github", json={"code": used})).status_code == 200
     await assert_error(await client.post("/social/github", json={"code": used}), 401)
+
+
+async def test_a_taken_generated_username_gets_a_suffix(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    register = await client.post("/register", json={"username": "github-42", "password": PASSWORD})
+    assert register.status_code == 200
+    squatted = GitHubUser(id=42, login="grace", emails=[])
+    response = await github(client, providers, squatted)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert (await response.get_json())["user"]["username"].startswith("github-42-")
+
+
+async def test_simultaneous_first_logins_make_one_account(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    google = providers.oidc["google"]
+    answers = await asyncio.gather(
+        *(client.post("/social/google", json={"idtoken": google.id_token("ada")}) for _ in range(4))
+    )
+    bodies = [await a.get_json() for a in answers]
+    assert [a.status_code for a in answers] == [200] * 4, bodies
+    assert len({b["user"]["entity_id"] for b in bodies}) == 1
+    assert (await counts(app))["users"] == 1
+
+
+async def test_long_provider_values_log_in_again(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    long = GitHubUser(id=9, login="l", name="N" * 400, emails=ADA.emails)
+    for _ in range(2):
+        response = await github(client, providers, long)
+        assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+async def test_no_secret_reaches_the_log(
+    app: Quart, client: Any, providers: ProviderStubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = providers.facebook_token(FB)
+    response = await client.post("/social/facebook", json={"accessToken": token, "userID": FB.id})
+    assert response.status_code == 200
+    assert (await github(client, providers)).status_code == 200
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert providers.requests and "facebook-app-secret" not in logged and token not in logged
+    assert "issuer-client-secret" not in logged and "gho_" not in logged
 
 
 async def test_github_without_a_verified_primary_email_gets_no_email(
@@ -158,6 +214,38 @@ async def test_a_google_id_token_signs_in_and_is_checked_in_every_way(
     assert (await again.get_json())["user"]["entity_id"] == entity
 
 
+async def test_a_header_that_does_not_fit_the_key_is_refused(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    google = providers.oidc["google"]
+    assert (
+        await client.post("/social/google", json={"idtoken": google.id_token()})
+    ).status_code == 200
+    kid = google.keys[-1][0]
+    ec = ec_key.generate_private_key(ec_key.SECP256R1())
+    forged = jwt.encode(google.claims("ada"), ec, algorithm="ES256", headers={"kid": kid})
+    await assert_error(await client.post("/social/google", json={"idtoken": forged}), 401)
+
+
+async def test_a_provider_answering_nonsense_is_unavailable(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    corp = providers.oidc["corp"]
+    for document in ({"issuer": None}, [1, 2], {**corp.discovery(), "jwks_uri": "http://[::1"}):
+        corp.discovery_override = document
+        async with running(app_overrides(app)) as fresh:
+            answer = await fresh.test_client().post(
+                "/social/corp", json={"idtoken": corp.id_token()}
+            )
+            await assert_error(answer, 503, code="provider_unavailable")
+    corp.discovery_override = None
+    corp.jwks_override = {"keys": None}
+    async with running(app_overrides(app)) as fresh:
+        answer = await fresh.test_client().post("/social/corp", json={"idtoken": corp.id_token()})
+        await assert_error(answer, 401, code="social_refused")  # no usable key: not vouched for
+    corp.jwks_override = None
+
+
 async def test_a_new_signing_key_is_fetched_once_per_unknown_kid(
     app: Quart, client: Any, providers: ProviderStubs
 ) -> None:
@@ -180,12 +268,15 @@ async def test_a_new_signing_key_is_fetched_once_per_unknown_kid(
 async def test_linkedin_exchanges_its_code_with_client_secret_post(
     app: Quart, client: Any, providers: ProviderStubs
 ) -> None:
+    assert (await github(client, providers)).status_code == 200
     linkedin = providers.oidc["linkedin"]
     response = await client.post("/social/linkedin", json={"code": linkedin.grant("lin")})
     assert response.status_code == 200, await response.get_data(as_text=True)
     body = await response.get_json()
     assert body["auth"]["name"] == "linkedin" and body["auth"]["expires_in"] == 3600
     assert body["user"]["email"] == "lin@example.test"
+    github_code = next(form for path, form in providers.requests if path.endswith("access_token"))
+    assert "redirect_uri" not in github_code  # GitHub uses the app's registered callback
     sent = next(form for path, form in providers.requests if path == "/oidc/linkedin/token")
     assert sent["client_secret"] == "issuer-client-secret"  # LinkedIn takes client_secret_post
     # 004's clients send only the code: our callback is the redirect URI.
@@ -249,12 +340,42 @@ async def test_facebook_is_asked_about_the_token(
     response = await client.post("/social/facebook", json=body)
     assert response.status_code == 200, await response.get_data(as_text=True)
     answer = await response.get_json()
-    # Facebook's /me is believed, not the body; its email is not known to be verified.
-    assert answer["user"]["email"] == "ada@fb.example" and answer["user"]["verified"] is False
-    assert answer["auth"]["user_name"] == "Ada L" and answer["auth"]["expires_in"] == 4279
-    assert await topics(app) == ["user.created", VERIFY, "login_method.created"]
+    # Facebook's /me is believed, not the body; its email is not known to be verified, so it
+    # stays on the identity and the account gets none (see the takeover test below).
+    assert answer["auth"]["email"] == "ada@fb.example" and answer["auth"]["user_name"] == "Ada L"
+    assert answer["user"]["email"] is None and answer["user"]["username"] == "facebook-10158"
+    assert answer["auth"]["expires_in"] == 4279
+    assert await topics(app) == ["user.created", "login_method.created"]
+    rows = await sql(app, "SELECT email, email_verified FROM identities")
+    assert [tuple(r) for r in rows] == [("ada@fb.example", False)]
     me = next(args for path, args in providers.requests if path == "/facebook/me")
     assert len(me["appsecret_proof"]) == 64
+
+
+async def test_an_unverified_provider_email_cannot_squat_an_address(
+    app: Quart, client: Any, providers: ProviderStubs
+) -> None:
+    """Eve sets the victim's address at a provider that does not verify it and logs in first:
+    the victim can still sign up, and a password reset of that address reaches only the
+    victim's own account — never one that Eve's identity is linked to."""
+    eve = FacebookUser(id="666", name="Eve", email="victim@example.test")
+    eve_login = await client.post(
+        "/social/facebook",
+        json={"accessToken": providers.facebook_token(eve), "userID": eve.id},
+    )
+    assert eve_login.status_code == 200, await eve_login.get_data(as_text=True)
+    assert (await eve_login.get_json())["user"]["email"] is None
+    token = await password_account(client, "victim@example.test")
+    victim = await client.get("/auth/status", headers=bearer(token))
+    owner = (await victim.get_json())["data"]["user_id"]
+    rows = await sql(app, "SELECT u.entity_id FROM identities i JOIN users u ON u.id = i.user_id")
+    assert [str(r[0]).replace("-", "") for r in rows] != [owner]
+    # Eve's identity still logs in to Eve's own account, not the victim's.
+    again = await client.post(
+        "/social/facebook",
+        json={"accessToken": providers.facebook_token(eve), "userID": eve.id},
+    )
+    assert (await again.get_json())["user"]["entity_id"] != owner
 
 
 async def test_facebook_tokens_facebook_does_not_vouch_for_are_refused(

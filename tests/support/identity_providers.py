@@ -92,6 +92,8 @@ class OpenIdStub:
         self.authorize_as: dict[str, Any] = {}
         self.userinfo_extra: dict[str, Any] = {}
         self.include_email_in_id_token = True
+        self.discovery_override: Any = None
+        self.jwks_override: Any = None
 
     def rotate(self) -> str:
         """Start signing with a new key (kid); the old ones stay published."""
@@ -190,6 +192,7 @@ class ProviderStubs:
             stub.authorize_as = {}
             stub.userinfo_extra = {}
             stub.include_email_in_id_token = True
+            stub.discovery_override = stub.jwks_override = None
 
     def settings(self) -> dict[str, Any]:
         """The app settings that point every provider here."""
@@ -350,13 +353,18 @@ class ProviderStubs:
         def provider(name: str) -> OpenIdStub:
             return self.oidc[name]
 
+        def answer(document: Any) -> Response:
+            return Response(json.dumps(document), content_type="application/json")
+
         @app.get("/oidc/<name>/.well-known/openid-configuration")
         async def discovery(name: str) -> Any:
-            return provider(name).discovery()
+            stub = provider(name)
+            return answer(stub.discovery_override or stub.discovery())
 
         @app.get("/oidc/<name>/jwks")
         async def jwks(name: str) -> Any:
-            return provider(name).jwks()
+            stub = provider(name)
+            return answer(stub.jwks_override or stub.jwks())
 
         @app.get("/oidc/<name>/authorize")
         async def authorize(name: str) -> Any:

@@ -40,6 +40,8 @@ LEEWAY = 60
 # most once per KEYS_REFRESH seconds (a forged kid cannot make us hammer the provider).
 METADATA_TTL = 3600.0
 KEYS_REFRESH = 30.0
+# An identity's subject is stored as up to 255 characters; a longer one is refused, not cut.
+SUBJECT_MAX = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,14 @@ class ProviderIdentity:
     auth: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A provider's published key, and the algorithm its JWK names (if it names one)."""
+
+    jwk: jwt.PyJWK
+    alg: str | None
+
+
 class Provider(Protocol):
     name: str
     title: str
@@ -70,9 +80,10 @@ class Provider(Protocol):
         ...
 
     async def identify_code(
-        self, code: str, *, redirect_uri: str, code_verifier: str | None, nonce: str | None
+        self, code: str, *, redirect_uri: str | None, code_verifier: str | None, nonce: str | None
     ) -> ProviderIdentity:
-        """Exchange an authorization code and say who it belongs to."""
+        """Exchange an authorization code (issued for ``redirect_uri``, when it was sent) and
+        say who it belongs to."""
         ...
 
 
@@ -95,7 +106,7 @@ class ProviderHttp:
         with ``refused``; down, slow, 5xx or not JSON raises ``Unavailable``."""
         try:
             response = await self.client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             log.warning("%s unreachable: %s %s: %r", title, method, url, exc)
             raise down(title) from exc
         if 400 <= response.status_code < 500:
@@ -106,7 +117,7 @@ class ProviderHttp:
             raise down(title)
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             log.warning("%s answered %s %s with something not JSON", title, method, url)
             raise down(title) from exc
 
@@ -191,7 +202,12 @@ class GitHub:
             self._http.call(self.title, "GET", f"{self._api_url}/user/emails", headers=headers,
                             refused=expired),
         )  # fmt: skip
-        if not isinstance(user, dict) or user.get("id") is None or not isinstance(emails, list):
+        if (
+            not isinstance(user, dict)
+            or not isinstance(user.get("id"), int)
+            or isinstance(user.get("id"), bool)
+            or not isinstance(emails, list)
+        ):
             raise down(self.title)
         primary = next(
             (
@@ -246,7 +262,7 @@ class OpenIdProvider:
         self._issuers = (self.issuer, *also_issued_as)
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = 0.0
-        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys: dict[str, SigningKey] = {}
         self._fetched = False
         self._refetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -258,8 +274,13 @@ class OpenIdProvider:
         if self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_TTL:
             return self._metadata
         url = f"{self.issuer}/.well-known/openid-configuration"
-        found = await self._http.call(self.title, "GET", url, refused="Discovery refused.")
-        if not isinstance(found, dict) or found.get("issuer", "").rstrip("/") != self.issuer:
+        found: dict[str, Any] | Any = await self._http.call(
+            self.title, "GET", url, refused="Discovery refused."
+        )
+        if not isinstance(found, dict):
+            raise down(self.title)
+        issuer = found.get("issuer")
+        if not isinstance(issuer, str) or issuer.rstrip("/") != self.issuer:
             log.error("%s: discovery at %s names another issuer", self.title, url)
             raise down(self.title)
         for needed in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
@@ -269,7 +290,10 @@ class OpenIdProvider:
         self._metadata, self._metadata_at = found, time.monotonic()
         return found
 
-    async def _key(self, kid: str | None) -> jwt.PyJWK:
+    async def _key(self, kid: str | None) -> SigningKey:
+        known = self._find(kid) if self._fetched else None
+        if known is not None:  # no waiting behind a refetch for another kid
+            return known
         async with self._lock:
             if not self._fetched:
                 await self._fetch_keys()
@@ -284,7 +308,7 @@ class OpenIdProvider:
             raise refused(f"The {self.title} ID token is signed with an unknown key.")
         return key
 
-    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+    def _find(self, kid: str | None) -> SigningKey | None:
         if kid is not None:
             return self._keys.get(kid)
         # No kid: only unambiguous when the provider has one signing key.
@@ -293,15 +317,19 @@ class OpenIdProvider:
     async def _fetch_keys(self) -> None:
         url = (await self.metadata())["jwks_uri"]
         found = await self._http.call(self.title, "GET", url, refused="JWKS refused.")
-        keys: dict[str, jwt.PyJWK] = {}
-        for number, entry in enumerate(found.get("keys", []) if isinstance(found, dict) else []):
+        keys: dict[str, SigningKey] = {}
+        entries = found.get("keys") if isinstance(found, dict) else None
+        for number, entry in enumerate(entries if isinstance(entries, list) else []):
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
                 continue
             try:
                 key = jwt.PyJWK.from_dict(entry)
-            except jwt.PyJWTError:
+            except (jwt.PyJWTError, TypeError, ValueError):
                 continue  # a key type we cannot use
-            keys[str(entry.get("kid", f"#{number}"))] = key
+            alg = entry.get("alg")
+            keys[str(entry.get("kid", f"#{number}"))] = SigningKey(
+                key, alg if isinstance(alg, str) else None
+            )
         self._keys, self._fetched = keys, True
 
     # --- the ID token ------------------------------------------------------------------------
@@ -316,11 +344,16 @@ class OpenIdProvider:
         algorithm = header.get("alg")
         if algorithm not in ID_TOKEN_ALGORITHMS:
             raise refused(invalid)
-        key = await self._key(header.get("kid"))
+        kid = header.get("kid")
+        key = await self._key(kid if isinstance(kid, str) else None)
+        # The header's algorithm must fit the key (an ES256 header on an RSA key is forged).
+        family = {"RS": "RSA", "PS": "RSA", "ES": "EC"}[algorithm[:2]]
+        if key.jwk.key_type != family or key.alg not in (algorithm, None):
+            raise refused(invalid)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key.key,
+                key.jwk.key,
                 algorithms=[algorithm],
                 audience=self._client_id,
                 issuer=self._issuers,
@@ -331,9 +364,11 @@ class OpenIdProvider:
             raise refused(f"The {self.title} ID token has expired.") from exc
         except jwt.InvalidAudienceError as exc:
             raise refused(f"The {self.title} ID token was issued to another application.") from exc
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
             log.info("%s ID token refused: %s", self.title, exc)
             raise refused(invalid) from exc
+        if not isinstance(claims["sub"], str) or not 0 < len(claims["sub"]) <= SUBJECT_MAX:
+            raise refused(invalid)
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if claims.get("azp", self._client_id) != self._client_id or (
             len(audiences) > 1 and "azp" not in claims
@@ -368,12 +403,14 @@ class OpenIdProvider:
         self,
         code: str,
         *,
-        redirect_uri: str,
+        redirect_uri: str | None,
         code_verifier: str | None = None,
         nonce: str | None = None,
     ) -> ProviderIdentity:
         metadata = await self.metadata()
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        form = {"grant_type": "authorization_code", "code": code}
+        if redirect_uri:
+            form["redirect_uri"] = redirect_uri
         if code_verifier:
             form["code_verifier"] = code_verifier
         # The client authentication the provider takes; client_secret_basic is the default
@@ -472,13 +509,13 @@ class Facebook:
         self,
         code: str,
         *,
-        redirect_uri: str,
+        redirect_uri: str | None,
         code_verifier: str | None = None,
         nonce: str | None = None,
     ) -> ProviderIdentity:
         params = {
             "client_id": self._app_id, "client_secret": self._app_secret,
-            "redirect_uri": redirect_uri, "code": code,
+            "redirect_uri": redirect_uri or "", "code": code,
         }  # fmt: skip
         if code_verifier:
             params["code_verifier"] = code_verifier
@@ -507,8 +544,13 @@ class Facebook:
             raise refused(invalid)
         if str(data.get("app_id")) != self._app_id:
             raise refused("The Facebook access token was issued to another application.")
-        subject = str(data.get("user_id") or "")
-        if not subject or (user_id is not None and subject != user_id):
+        subject = data.get("user_id")
+        subject = str(subject) if isinstance(subject, str | int) else ""
+        if (
+            not subject
+            or len(subject) > SUBJECT_MAX
+            or (user_id is not None and subject != user_id)
+        ):
             raise refused("The Facebook access token belongs to another user.")
         expires_at = data.get("expires_at")
         if isinstance(expires_at, int) and 0 < expires_at < time.time():

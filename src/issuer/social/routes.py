@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, redirect, render_template, session
-from quart_auth import current_user
 from quart_rate_limiter import rate_limit
 from quart_schema import (
     document_response,
@@ -30,7 +29,7 @@ from issuer.accounts.limits import ip_key
 from issuer.accounts.outcomes import challenge_out, settle
 from issuer.accounts.responses import user_out
 from issuer.accounts.signin import MfaRequired
-from issuer.errors import DomainError
+from issuer.errors import DomainError, Unauthenticated
 from issuer.lib.csrf import csrf_token
 from issuer.schemas import ErrorBody, Message
 from issuer.social.providers import ProviderIdentity
@@ -209,12 +208,39 @@ async def login_page(
 @document_response(ErrorBody, 404)
 @document_response(ErrorBody, 503)
 async def browser_login(name: str) -> Any:
-    """Start a login (or, logged in, a link) at the provider: a redirect to its authorization
-    endpoint with ``state``, PKCE (S256) and, for OpenID Connect, ``nonce``, all kept in the
-    browser session for the callback."""
-    url, started = await social().begin(name, link=bool(current_user.auth_id))
+    """Start a login at the provider: a redirect to its authorization endpoint with
+    ``state``, PKCE (S256) and, for OpenID Connect, ``nonce``, all kept in the browser session
+    for the callback. (Linking is ``POST``: a link needs the logged-in page's CSRF token.)"""
+    url, started = await social().begin(name)
     session[STARTED] = dataclasses.asdict(started)
     return redirect(url, 302)
+
+
+class LinkStartOut(BaseModel):
+    """Where to send the browser: the provider's authorization URL."""
+
+    success: bool = True
+    location: str
+
+
+@blueprint.post("/login/<provider:name>")
+@rate_limit(30, MINUTE, key_function=ip_key)
+@login_required
+@takes_no_body
+@validate_response(LinkStartOut)
+@document_response(ErrorBody, 403)
+@document_response(ErrorBody, 404)
+@document_response(ErrorBody, 503)
+async def browser_link(name: str) -> LinkStartOut:
+    """Start linking a provider to the logged-in account (the dashboard's "Link …" button):
+    the provider's authorization URL (``location``) for the browser to go to, the flow bound to
+    this login session (only it can complete the link). A cookie login needs its CSRF token
+    (``X-CSRF-Token``), so another site cannot start a link that would attach someone else's
+    provider account."""
+    current = await principal()
+    url, started = await social().begin(name, link_session=current.session.id)
+    session[STARTED] = dataclasses.asdict(started)
+    return LinkStartOut(location=url)
 
 
 @blueprint.get("/login/<provider:name>/callback")
@@ -242,8 +268,14 @@ async def browser_callback(name: str, query_args: CallbackQuery) -> Any:
             name, started, state=query_args.state or "", code=query_args.code or "",
             issuer=query_args.iss, max_age=BROWSER_LOGIN_TTL,
         )  # fmt: skip
-        if started is not None and started.link:
-            await social().link(await principal(), identity)
+        if started is not None and started.link_session is not None:
+            current = await principal()
+            if current.session.id != started.link_session:
+                raise Unauthenticated(
+                    "This link was started by another login; please try again.",
+                    code="state_mismatch",
+                )
+            await social().link(current, identity)
             return redirect("/dashboard#login-methods", 303)
         outcome = await social().sign_in(identity, kind="browser", client=current_client())
     except DomainError as exc:

@@ -10,12 +10,16 @@ are bound to an account only by the account's owner). Provider tokens are not st
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import re
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,10 +42,12 @@ from issuer.social import queries
 from issuer.social.models import Identity
 from issuer.social.providers import (
     Facebook,
+    GitHub,
     OpenIdProvider,
     Provider,
     ProviderHttp,
     ProviderIdentity,
+    down,
 )
 
 log = logging.getLogger("issuer.audit")
@@ -72,7 +78,7 @@ class BrowserLogin:
     state: str
     code_verifier: str
     nonce: str
-    link: bool
+    link_session: str | None  # linking: the login session that started it
     started_at: float
 
 
@@ -85,6 +91,26 @@ def code_challenge(verifier: str) -> str:
     """RFC 7636 §4.2 S256."""
     digest = hashlib.sha256(verifier.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class FirstLoginRaced(Conflict):
+    """The same first login created the account (or identity) at the same time."""
+
+
+def fitted(identity: ProviderIdentity) -> ProviderIdentity:
+    """``identity`` cut to what is stored (an email too long to be one is dropped), so every
+    write of it — first login, repeat login, link — stores the same values."""
+    email = identity.email if identity.email and len(identity.email) <= 320 else None
+    return dataclasses.replace(
+        identity,
+        email=email,
+        email_verified=identity.email_verified and email is not None,
+        user_name=(identity.user_name or "")[:300] or None,
+        first_name=(identity.first_name or "")[:150] or None,
+        last_name=(identity.last_name or "")[:150] or None,
+        scope=(identity.scope or "")[:300] or None,
+        token_type=(identity.token_type or "")[:32] or None,
+    )
 
 
 class SocialFactor:
@@ -118,8 +144,11 @@ class SocialLogin:
         providers: list[Provider],
         *,
         base_url: str,
+        deadline: float,
     ) -> None:
+        """``deadline``: seconds one identification (all its calls to the provider) may take."""
         self.db = db
+        self.deadline = deadline
         self.signin = signin
         self.emails = emails
         self.outbox = outbox
@@ -152,7 +181,8 @@ class SocialLogin:
         provider = self.provider(name)
         if not isinstance(provider, OpenIdProvider):
             raise Refused(f"{provider.title} logins take a code, not an ID token.")
-        return await provider.identify_id_token(token)
+        async with self._deadline(provider):
+            return await provider.identify_id_token(token)
 
     async def identify_code(
         self,
@@ -163,28 +193,46 @@ class SocialLogin:
         code_verifier: str | None = None,
         nonce: str | None = None,
     ) -> ProviderIdentity:
-        return await self.provider(name).identify_code(
-            code,
-            redirect_uri=redirect_uri or self.redirect_uri(name),
-            code_verifier=code_verifier,
-            nonce=nonce,
-        )
+        provider = self.provider(name)
+        # GitHub uses the app's registered callback when none is sent (and refuses another
+        # one); OpenID Connect and Facebook need the one the code was issued for.
+        if redirect_uri is None and not isinstance(provider, GitHub):
+            redirect_uri = self.redirect_uri(name)
+        async with self._deadline(provider):
+            return await provider.identify_code(
+                code, redirect_uri=redirect_uri, code_verifier=code_verifier, nonce=nonce
+            )
+
+    @asynccontextmanager
+    async def _deadline(self, provider: Provider) -> AsyncIterator[None]:
+        """All of one identification (several calls) within ``deadline`` seconds: 503 after."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                yield
+        except TimeoutError as exc:
+            raise down(provider.title) from exc
 
     async def identify_facebook(
         self, access_token: str, user_id: str, extra: dict[str, Any]
     ) -> ProviderIdentity:
         provider = self.provider("facebook")
         assert isinstance(provider, Facebook)
-        return await provider.identify_token(access_token, user_id=user_id, extra=extra)
+        async with self._deadline(provider):
+            return await provider.identify_token(access_token, user_id=user_id, extra=extra)
 
     # --- the browser's redirect flow ---------------------------------------------------------
 
-    async def begin(self, name: str, *, link: bool) -> tuple[str, BrowserLogin]:
-        """The provider's authorization URL, and what the callback will check."""
+    async def begin(
+        self, name: str, *, link_session: str | None = None
+    ) -> tuple[str, BrowserLogin]:
+        """The provider's authorization URL, and what the callback will check. With
+        ``link_session`` (the login session asking), the flow links instead of signing in,
+        and only that login session may complete it."""
         provider = self.provider(name)
         started = BrowserLogin(
             provider=name, state=secrets.token_urlsafe(24), code_verifier=secrets.token_urlsafe(48),
-            nonce=secrets.token_urlsafe(24), link=link, started_at=self.clock.now().timestamp(),
+            nonce=secrets.token_urlsafe(24), link_session=link_session,
+            started_at=self.clock.now().timestamp(),
         )  # fmt: skip
         url = await provider.authorization_url(
             redirect_uri=self.redirect_uri(name),
@@ -229,20 +277,26 @@ class SocialLogin:
                 code="state_mismatch",
             )
         return await self.identify_code(
-            name, code, code_verifier=started.code_verifier, nonce=started.nonce
-        )
+            name, code, redirect_uri=self.redirect_uri(name),
+            code_verifier=started.code_verifier, nonce=started.nonce,
+        )  # fmt: skip
 
     # --- signing in --------------------------------------------------------------------------
 
     async def sign_in(self, identity: ProviderIdentity, *, kind: str, client: Client) -> Outcome:
         """Sign in through the one authentication path (an MFA account gets its challenge)."""
-        return await self.signin.sign_in(SocialFactor(self, identity), kind=kind, client=client)
+        identity = fitted(identity)
+        try:
+            return await self.signin.sign_in(SocialFactor(self, identity), kind=kind, client=client)
+        except FirstLoginRaced:
+            # The same first login ran at once elsewhere and created the account: use it.
+            return await self.signin.sign_in(SocialFactor(self, identity), kind=kind, client=client)
 
     async def account_for(self, session: AsyncSession, identity: ProviderIdentity) -> User:
         """Inside the sign-in transaction: the account of ``identity``, created on its first
         login. Refused (409) when another account has its email: that owner links it."""
         now = self.clock.now()
-        email = identity.email if identity.email and len(identity.email) <= 320 else None
+        email = identity.email
         row = await queries.identity_by_subject(session, identity.provider, identity.subject)
         if row is not None:
             user = await accounts.user_by_id(session, row.user_id)
@@ -261,40 +315,48 @@ class SocialLogin:
                 f"your {title} account from the dashboard.",
                 code="account_exists",
             )
+        # Only an email the provider verified becomes the account's: an unverified one would
+        # let its holder keep an account that the email's real owner later takes over (a
+        # password reset) while the provider identity stays linked. It stays on the identity.
+        if not identity.email_verified:
+            email = None
         username = None
         if email is None:  # every account needs an email or a username
-            username = NOT_A_USERNAME.sub("-", f"{identity.provider}-{identity.subject}")[:150]
+            username = await self._free_username(session, identity)
         user = User(
             email=email, email_key=email_key(email) if email else None,
             username=username, username_key=username_key(username) if username else None,
-            first_name=(identity.first_name or "")[:150] or None,
-            last_name=(identity.last_name or "")[:150] or None,
-            verified=bool(email and identity.email_verified),
-            verified_at=now if email and identity.email_verified else None,
+            first_name=identity.first_name, last_name=identity.last_name,
+            verified=email is not None, verified_at=now if email else None,
             password_hash=None, created_at=now,
         )  # fmt: skip
         try:
             await accounts.add_user(session, user)
             self.emails.created(session, user)
             await self._add_identity(session, user, identity, now)
-        except IntegrityError as exc:  # the same first login twice at once, or a taken name
-            raise Conflict("This account is being created right now; please try again.") from exc
+        except IntegrityError as exc:  # the same first login at once: the transaction ends
+            raise FirstLoginRaced() from exc
         log.info("account created entity_id=%s by %s", user.entity_id.hex, identity.provider)
         return user
+
+    async def _free_username(self, session: AsyncSession, identity: ProviderIdentity) -> str:
+        """``<provider>-<subject>``, or with a random suffix when someone registered that."""
+        base = NOT_A_USERNAME.sub("-", f"{identity.provider}-{identity.subject}")[:140]
+        candidate = base
+        while await accounts.user_by_username(session, candidate) is not None:
+            candidate = f"{base}-{secrets.token_hex(4)}"
+        return candidate
 
     async def _add_identity(
         self, session: AsyncSession, user: User, identity: ProviderIdentity, now: datetime
     ) -> Identity:
-        email = identity.email if identity.email and len(identity.email) <= 320 else None
         row = await queries.add_identity(
             session,
             Identity(
-                user_id=user.id, provider=identity.provider, subject=identity.subject[:255],
-                email=email, email_verified=identity.email_verified,
-                user_name=(identity.user_name or "")[:300] or None,
-                scope=(identity.scope or "")[:300] or None,
-                token_type=(identity.token_type or "")[:32] or None,
-                created_at=now, last_login_at=now,
+                user_id=user.id, provider=identity.provider, subject=identity.subject,
+                email=identity.email, email_verified=identity.email_verified,
+                user_name=identity.user_name, scope=identity.scope,
+                token_type=identity.token_type, created_at=now, last_login_at=now,
             ),
         )  # fmt: skip
         self.outbox.event(
@@ -308,6 +370,7 @@ class SocialLogin:
         """004: with a login, the provider identity is added to that user's login methods.
         One already linked to someone else is refused (409)."""
         user = principal.user
+        identity = fitted(identity)
         async with self.db.transaction() as session:
             row = await queries.identity_by_subject(session, identity.provider, identity.subject)
             if row is not None and row.user_id != user.id:

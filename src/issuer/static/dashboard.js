@@ -155,4 +155,13 @@
       location.reload();
     });
   });
+  // Linking starts at the provider: the server answers where to go.
+  document.querySelectorAll("button.link-provider").forEach((button) =>
+    button.addEventListener("click", () =>
+      act(button, async () => {
+        const started = await call("POST", `/login/${encodeURIComponent(button.dataset.provider)}`);
+        location.assign(started.location);
+      }),
+    ),
+  );
 })();
