@@ -9,6 +9,7 @@ PORT ?= 5000
 SERVICES_UP := ../shared/bin/services-up
 VENDOR := src/issuer/static/vendor/VERSIONS.json
 OIDC_PROVIDER := tests/support/oidc/node_modules/.package-lock.json
+PUSHER_CLIENT := tests/support/pusher/node_modules/.package-lock.json
 
 .PHONY: run test install acapy browser migrate lint typecheck bench clean
 
@@ -30,6 +31,11 @@ install: $(BIN)/activate $(VENDOR)
 # tests/support/oidc/package-lock.json), fetched by npm ci (integrity-checked).
 $(OIDC_PROVIDER): tests/support/oidc/package.json tests/support/oidc/package-lock.json
 	cd tests/support/oidc && npm ci --silent
+
+# The real Pusher Channels client of the realtime tests (the pusher-js package, pinned in
+# tests/support/pusher/package-lock.json), fetched by npm ci (integrity-checked).
+$(PUSHER_CLIENT): tests/support/pusher/package.json tests/support/pusher/package-lock.json
+	cd tests/support/pusher && npm ci --silent
 
 # ACA-Py runs in its own virtual environment: acapy-agent needs Python >= 3.13; on older
 # interpreters the 0.12 line (aries-cloudagent[askar]) runs the same flow.
@@ -69,7 +75,7 @@ migrate: install .env
 run: install acapy .env migrate
 	PORT=$(PORT) $(BIN)/hypercorn --config hypercorn.toml --bind 0.0.0.0:$(PORT) 'issuer:create_app()'
 
-test: install acapy browser $(OIDC_PROVIDER)
+test: install acapy browser $(OIDC_PROVIDER) $(PUSHER_CLIENT)
 	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi
 	$(BIN)/ruff check
 	$(BIN)/mypy
@@ -87,4 +93,4 @@ bench: install acapy
 
 clean:
 	rm -rf $(VENV) $(ACAPY_VENV) .pytest_cache assets/node_modules src/issuer/static/vendor \
-	  tests/support/oidc/node_modules
+	  tests/support/oidc/node_modules tests/support/pusher/node_modules

@@ -15,9 +15,9 @@ at ``offered`` with their websockets open, plus one fresh session per sample tha
 itself (invitation message id, exchange id) are read from its database.
 
 Two topologies:
-(a) SQLite, one hypercorn worker: in-process fan-out (``LocalBroker``); target p99 ≤ 50 ms.
+(a) SQLite, one hypercorn worker: in-process fan-out (``issuer.realtime.broker.Broker``); target p99 ≤ 50 ms.
 (b) PostgreSQL, two hypercorn processes on one database: websockets held on process B, webhooks
-    posted to process A, so every push crosses ``LISTEN/NOTIFY`` (``PostgresBroker``);
+    posted to process A, so every push crosses ``LISTEN/NOTIFY`` (``issuer.realtime.broker.PostgresBroker``);
     target p99 ≤ 100 ms.
 
 Memory: ``VmRSS`` of the hypercorn *worker* process holding the websockets (hypercorn's parent

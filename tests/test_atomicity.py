@@ -72,11 +72,11 @@ async def test_password_change_keeps_the_old_state_when_the_notice_cannot_be_wri
     monkeypatch.setattr(AccountEmails, "password_changed", fail)
     assert (await change_password(client, first["token"])).status_code == 500
     # The hash, the other sessions and the outbox are as they were.
+    assert await count(app, "outbox") == outbox_rows
     assert (await login(client)).status_code == 200
     assert (await login(client, password=NEW_PASSWORD)).status_code == 401
     status = await client.get("/auth/status", headers=bearer(other["token"]))
     assert status.status_code == 200
-    assert await count(app, "outbox") == outbox_rows
 
 
 async def test_password_change_keeps_the_old_hash_when_sessions_cannot_be_ended(

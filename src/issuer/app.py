@@ -29,10 +29,9 @@ from issuer.idempotency.service import Idempotency
 from issuer.issuance.agents.acapy import AcaPyAgent
 from issuer.issuance.agents.base import Agent
 from issuer.issuance.agents.rest import RestAgent
-from issuer.issuance.broker import LocalBroker, PostgresBroker
 from issuer.issuance.devwallet import LocalAgents
 from issuer.issuance.pollers import Pollers
-from issuer.issuance.service import IssuanceService, snapshot_loader
+from issuer.issuance.service import IssuanceService, snapshot_replay
 from issuer.lib.mail import SmtpSettings
 from issuer.lib.network import parse_networks
 from issuer.lib.passwords import PasswordHashing
@@ -47,6 +46,7 @@ from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
+from issuer.realtime.broker import Broker, PostgresBroker
 from issuer.services import Services
 from issuer.social.providers import Facebook, GitHub, OpenIdProvider, Provider, ProviderHttp
 from issuer.social.service import SocialLogin
@@ -158,6 +158,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         db,
         tokens,
         clock,
+        outbox,
         access_ttl=settings.access_token_ttl,
         session_ttl=settings.session_ttl,
         idle_timeout=settings.session_idle_timeout,
@@ -184,9 +185,12 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         db, signin, emails, outbox, clock, http, identity_providers(settings, http),
         base_url=settings.public_base_url, deadline=3 * settings.social_timeout,
     )  # fmt: skip
-    broker: LocalBroker = LocalBroker()
+    broker = Broker(settings.realtime_queue_size)
     if db.is_postgres:
-        broker = PostgresBroker(asyncpg_dsn(settings.database_url), snapshot_loader(db))
+        broker = PostgresBroker(
+            asyncpg_dsn(settings.database_url), db, clock, queue_size=settings.realtime_queue_size
+        )
+    broker.on_reconnect(snapshot_replay(db))
     local_agents, webhook_key = None, settings.webhook_api_key
     if agent is None and settings.agent == "local":
         webhook_key = webhook_key or secrets.token_urlsafe(24)

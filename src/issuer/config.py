@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # Seconds each call to a provider may take (connect, read) before it counts as down.
     social_timeout: float = 5.0
 
+    # --- realtime (websockets) -----------------------------------------------------------------
+    # Messages a websocket may fall behind before it is dropped (closed; the client reconnects).
+    realtime_queue_size: int = 256
+
     # --- email and events (the outbox) -------------------------------------------------------
     # Without an SMTP host, development writes emails to the log and /dev/outbox; elsewhere
     # they wait in the outbox (retrying) until one is configured.

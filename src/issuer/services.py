@@ -24,7 +24,6 @@ from issuer.config import Settings
 from issuer.db import Database
 from issuer.idempotency.service import Idempotency
 from issuer.issuance.agents.base import Agent
-from issuer.issuance.broker import LocalBroker
 from issuer.issuance.devwallet import LocalAgents
 from issuer.issuance.pollers import Pollers
 from issuer.issuance.service import IssuanceService
@@ -36,6 +35,7 @@ from issuer.mfa.service import Totp
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
+from issuer.realtime.broker import Broker
 from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
 from issuer.web.context import EXTENSION
@@ -63,7 +63,7 @@ class Services:
     passkeys: Passkeys
     social: SocialLogin
     idempotency: Idempotency
-    broker: LocalBroker
+    broker: Broker
     agent: Agent | None
     issuance: IssuanceService
     pollers: Pollers | None
@@ -94,6 +94,7 @@ class Services:
         while not stopping.is_set():
             await self.idempotency.purge()
             await self.challenges.purge()
+            await self.broker.purge()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
 

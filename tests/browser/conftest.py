@@ -123,6 +123,15 @@ class Watcher:
         if frame == self.page.main_frame:
             self.navigations.append(frame.url)
 
+    def forget(self, *texts: str) -> None:
+        """Drop console messages containing any of ``texts`` (ones the test caused)."""
+        kept = [
+            (m, url) for m, url in zip(self.console, self.console_urls, strict=True)
+            if not any(t in m for t in texts)
+        ]  # fmt: skip
+        self.console = [m for m, _ in kept]
+        self.console_urls = [url for _, url in kept]
+
     async def assert_clean(self, *, origin: str = "", expected: tuple[str, ...] = ()) -> None:
         """No script errors, no console errors or warnings, no CSP violations. ``origin``:
         only the console of pages there counts (another site's pages, such as an identity

@@ -198,6 +198,14 @@ async def event_ids(app: Any) -> dict[str, str]:
     return {str(m.event_id): m.topic for m in await outbox(app, "event")}
 
 
+# Signing up (the account, its password login method), the emailed link and the login (a
+# session each), the password change (which ends the link's session), the credential.
+EXPECTED = sorted([
+    "user.created", "login_method.created", "user.verified", "session.opened", "session.opened",
+    "password.changed", "session.ended", "credential.accepted",
+])  # fmt: skip
+
+
 async def test_events_reach_the_exchange(
     overrides: dict[str, Any], consumer: Consumer, mailbox: Mailbox, fake_agent: FakeAgent
 ) -> None:
@@ -218,14 +226,14 @@ async def test_events_reach_the_exchange(
         assert changed.status_code == 200
         session_id = await accept_a_credential(app, fake_agent)
 
-        messages = await consumer.wait(4)
+        messages = await consumer.wait(len(EXPECTED))
         ids = await event_ids(app)
     # Each event once, in no promised order (a batch is published concurrently).
-    by_type = {b["type"]: b for b in (check(m, ids) for m in messages)}
-    assert sorted(by_type) == [
-        "credential.accepted", "password.changed", "user.created", "user.verified",
-    ]  # fmt: skip
-    assert sorted(b["id"] for b in by_type.values()) == sorted(ids)
+    bodies = [check(m, ids) for m in messages]
+    by_type = {b["type"]: b for b in bodies}
+    found = sorted(b["type"] for b in bodies)
+    assert found == EXPECTED, found
+    assert sorted(b["id"] for b in bodies) == sorted(ids)
     assert by_type["user.created"]["data"]["email"] == address
     assert (
         by_type["user.verified"]["data"]["entity_id"]
@@ -273,22 +281,23 @@ async def test_no_event_lost_when_the_broker_connection_drops(
         await wait_until(lambda: failed_once(app, "password.changed"), what="a failed publish")
         proxy.restore()
 
-        messages = await consumer.wait(4, timeout=30)
-
         async def all_sent() -> bool:
             return all(m.sent_at for m in await outbox(app, "event"))
 
-        await wait_until(all_sent, timeout=10)
+        await wait_until(all_sent, timeout=30)
         ids = await event_ids(app)
+        messages = await consumer.wait(len(ids), timeout=30)
         rows = await outbox(app, "event")
         # Every connection the publisher gave up on was closed (none left to reconnect).
         assert len(opened) >= 2 and only_the_last_open(opened), opened
     bodies = [check(m, ids) for m in messages]
     # At least once: every event arrived; a consumer de-duplicates on the id.
-    assert {b["id"] for b in bodies} == set(ids) and len(ids) == 4
-    assert sorted(ids.values()) == [
-        "credential.accepted", "password.changed", "user.created", "user.verified",
-    ]  # fmt: skip
+    assert {b["id"] for b in bodies} == set(ids)
+    # Signing up, the link (and its login), the credential, the reset (ending that login).
+    assert sorted(ids.values()) == sorted([
+        "user.created", "login_method.created", "user.verified", "session.opened",
+        "credential.accepted", "password.changed", "session.ended",
+    ])  # fmt: skip
     assert any(r.attempts > 1 for r in rows)  # some publish really failed and was retried
     assert proxy.accepted >= 2  # the publisher reconnected
 

@@ -68,7 +68,7 @@ async def test_mail_is_written_in_the_transaction_of_the_change(
     await signup(client, kept)
     assert await users_with(app, kept) == 1
     topics = sorted(m.topic for m in await outbox(app))
-    assert topics == ["user.created", "verify_email"]
+    assert topics == ["login_method.created", "user.created", "verify_email"]
     await mailbox.wait(kept)
     assert mailbox.to(lost) == []
 

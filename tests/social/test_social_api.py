@@ -78,7 +78,7 @@ async def test_github_creates_an_account_then_logs_it_in(
     assert claims_of(user["access_token"])["sub"] == user["entity_id"]
     assert body["refresh_token"]
     # user.created and login_method.created; no verification email for a verified address.
-    assert await topics(app) == ["user.created", "login_method.created"]
+    assert await topics(app) == ["user.created", "login_method.created", "session.opened"]
     rows = await sql(app, "SELECT password_hash FROM users")
     assert rows == [(None,)]
 
@@ -345,7 +345,7 @@ async def test_facebook_is_asked_about_the_token(
     assert answer["auth"]["email"] == "ada@fb.example" and answer["auth"]["user_name"] == "Ada L"
     assert answer["user"]["email"] is None and answer["user"]["username"] == "facebook-10158"
     assert answer["auth"]["expires_in"] == 4279
-    assert await topics(app) == ["user.created", "login_method.created"]
+    assert await topics(app) == ["user.created", "login_method.created", "session.opened"]
     rows = await sql(app, "SELECT email, email_verified FROM identities")
     assert [tuple(r) for r in rows] == [("ada@fb.example", False)]
     me = next(args for path, args in providers.requests if path == "/facebook/me")

@@ -29,6 +29,12 @@ Everything the client sees arrives as a report (a dict with a ``type``), kept in
   only when the server sent one, i.e. client events on presence channels);
 - ``{"type": "member_added"|"member_removed", "channel": ..., "member": {"id", "info"},
   "count": n}``.
+
+pusher-js reconnects by itself after a close code below 4000 (in 1 s), 4100-4199 (in 1 s) or
+4200-4299 (at once); 4000 makes it retry with TLS (wss), which never connects here. The new
+``connected`` state report carries the new socket ID (``socket_id`` follows it) and every channel
+is subscribed again, each with a new ``subscribed`` report. Close codes 4001-4099 and 4300 and up
+end in ``disconnected``, with no retry.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.accounts import queries
+from issuer.accounts.events import user_event
 from issuer.accounts.models import OneTimeToken, User
+from issuer.accounts.sessions import sessions_ended
 from issuer.clock import Clock
 from issuer.db import Database
 from issuer.errors import Refused
@@ -47,10 +49,6 @@ def entity_from_uidb64(value: str) -> uuid.UUID | None:
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode(errors="surrogatepass")).hexdigest()
-
-
-def user_event(user: User) -> dict[str, object]:
-    return {"entity_id": user.entity_id.hex, "email": user.email, "username": user.username}
 
 
 class AccountEmails:
@@ -102,15 +100,20 @@ class AccountEmails:
 
     # --- steps of other use cases, inside their transaction ---------------------------------
 
-    def created(self, session: AsyncSession, user: User) -> None:
+    async def created(self, session: AsyncSession, user: User) -> None:
         """A new account: ``user.created``, and the verification email if it has an email that
         is not verified yet (an identity provider may have verified it)."""
-        self.outbox.event(session, "user.created", user_event(user))
+        await self.outbox.event(session, "user.created", user_event(user), user_id=user.id)
+        if user.password_hash is not None:  # 004's "signup" login method
+            await self.outbox.event(
+                session, "login_method.created", {**user_event(user), "provider": "signup"},
+                user_id=user.id,
+            )  # fmt: skip
         if user.email and not user.verified:
             self._verification(session, user)
 
-    def password_changed(self, session: AsyncSession, user: User) -> None:
-        self.outbox.event(session, "password.changed", user_event(user))
+    async def password_changed(self, session: AsyncSession, user: User) -> None:
+        await self.outbox.event(session, "password.changed", user_event(user), user_id=user.id)
         if user.email:
             self.outbox.email(
                 session,
@@ -182,7 +185,7 @@ class AccountEmails:
             raise Refused(INVALID_VERIFY, code="invalid_link")
         if not user.verified:
             user.verified, user.verified_at = True, self.clock.now()
-            self.outbox.event(session, "user.verified", user_event(user))
+            await self.outbox.event(session, "user.verified", user_event(user), user_id=user.id)
         log.info("email verified entity_id=%s", user.entity_id.hex)
         return user
 
@@ -193,8 +196,11 @@ class AccountEmails:
             if user is None or not user.active:
                 raise Refused(INVALID_RESET, code="invalid_link")
             await queries.set_password_hash(session, user.id, new_hash)
-            await queries.revoke_user_sessions(session, user.id, "password_reset", self.clock.now())
-            self.password_changed(session, user)
+            ended = await queries.revoke_user_sessions(
+                session, user.id, "password_reset", self.clock.now()
+            )
+            await self.password_changed(session, user)
+            await sessions_ended(self.outbox, session, user, ended, "password_reset")
         log.info("password reset entity_id=%s", user.entity_id.hex)
         return user
 

@@ -41,6 +41,8 @@ class User(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The number of the user's last entity event (they increase per user: ``since`` replays).
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         CheckConstraint("email_key IS NOT NULL OR username_key IS NOT NULL", name="identifier"),

@@ -113,8 +113,8 @@ async def revoke_session(session: AsyncSession, sid: str, reason: str, now: date
 
 async def revoke_user_sessions(
     session: AsyncSession, user_id: int, reason: str, now: datetime, *, keep: str | None = None
-) -> int:
-    """End every active session of the user but ``keep``; how many ended."""
+) -> list[str]:
+    """End every active session of the user but ``keep``; the ids of those that ended."""
     statement = (
         update(LoginSession)
         .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
@@ -122,8 +122,7 @@ async def revoke_user_sessions(
     )
     if keep is not None:
         statement = statement.where(LoginSession.id != keep)
-    result = await session.execute(statement)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return list(await session.scalars(statement.returning(LoginSession.id)))
 
 
 async def end_own_session(session: AsyncSession, user_id: int, sid: str, now: datetime) -> bool:

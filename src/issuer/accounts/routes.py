@@ -168,7 +168,7 @@ async def refresh_tokens(data: RefreshIn) -> TokensOut:
 async def logout() -> Any:
     """End this login: its tokens and browser cookie stop working everywhere."""
     current = await principal()
-    await services().sessions.revoke(current.session.id, "logout")
+    await services().sessions.revoke(current, "logout")
     logout_user()
     if is_form():
         return redirect("/login", 303)
@@ -198,7 +198,7 @@ async def end_session(session_id: str) -> Message:
     current = await principal()
     # Not one of our ids (NUL bytes, say): no such session, without asking the database.
     if not SESSION_ID.fullmatch(session_id) or not await services().sessions.end(
-        current.user.id, session_id
+        current.user, session_id
     ):
         raise NotFound("No such session.")
     return Message(message="Session ended.")

@@ -69,7 +69,7 @@ class Accounts:
         try:
             async with self.db.transaction() as session:
                 await queries.add_user(session, user)
-                self.emails.created(session, user)
+                await self.emails.created(session, user)
         except IntegrityError:
             log.info("registration refused: identifier taken")
             if account.email:
@@ -98,8 +98,8 @@ class Accounts:
             ):
                 raise Refused("Provided existing password is invalid")
             await self.sessions.revoke_all(
-                session, user.id, "password_changed", keep=principal.session.id
+                session, user, "password_changed", keep=principal.session.id
             )
-            self.emails.password_changed(session, user)
+            await self.emails.password_changed(session, user)
         user.password_hash = new_hash
         log.info("password changed entity_id=%s", user.entity_id.hex)

@@ -16,14 +16,29 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.accounts import queries
+from issuer.accounts.events import user_event
 from issuer.accounts.models import LoginSession, User
 from issuer.clock import Clock
 from issuer.db import Database
 from issuer.errors import Unauthenticated
 from issuer.lib.network import Client
 from issuer.lib.tokens import Claims, Purpose, TokenCodec, TokenExpired, TokenInvalid
+from issuer.outbox.service import Outbox
 
 log = logging.getLogger("issuer.audit")
+
+
+async def sessions_ended(
+    outbox: Outbox, session: AsyncSession, user: User, ids: list[str], reason: str
+) -> None:
+    """The ``session.ended`` event of ``ids`` (none when no session ended)."""
+    if ids:
+        await outbox.event(
+            session, "session.ended",
+            {"entity_id": user.entity_id.hex, "sessions": ids, "reason": reason},
+            user_id=user.id,
+        )  # fmt: skip
+
 
 MISSING = "Token is missing"
 EXPIRED = "Token has expired"
@@ -59,6 +74,7 @@ class LoginSessions:
         db: Database,
         codec: TokenCodec,
         clock: Clock,
+        outbox: Outbox,
         *,
         access_ttl: int,
         session_ttl: int,
@@ -68,6 +84,7 @@ class LoginSessions:
         self.db = db
         self.codec = codec
         self.clock = clock
+        self.outbox = outbox
         self.access_ttl = access_ttl
         self.session_ttl = timedelta(seconds=session_ttl)
         self.idle_timeout = timedelta(seconds=idle_timeout)
@@ -86,7 +103,9 @@ class LoginSessions:
         )
         return TokenPair(access, refresh, claims.exp, row.id), refresh_claims
 
-    def open(self, session: AsyncSession, user: User, *, kind: str, client: Client) -> TokenPair:
+    async def open(
+        self, session: AsyncSession, user: User, *, kind: str, client: Client
+    ) -> TokenPair:
         """A new login session (and its tokens) inside the caller's transaction; a new one for
         every authentication (ASVS 7.2.4). ``kind``: ``api`` or ``browser``."""
         now = self.clock.now()
@@ -103,6 +122,12 @@ class LoginSessions:
         pair, refresh = self._tokens(user, row)
         row.refresh_jti = refresh.jti
         session.add(row)
+        await self.outbox.event(
+            session, "session.opened",
+            {**user_event(user), "session": {"id": row.id, "kind": kind,
+                                            "created_at": now.isoformat()}},
+            user_id=user.id,
+        )  # fmt: skip
         log.info("login entity_id=%s sid=%s… kind=%s", user.entity_id.hex, row.id[:6], kind)
         return pair
 
@@ -157,8 +182,12 @@ class LoginSessions:
                 now=now,
                 grace_start=now - self.refresh_grace,
             )
-            if current_jti is None:
-                await queries.revoke_session(session, claims.sid, "refresh_token_reuse", now)
+            if current_jti is None and await queries.revoke_session(
+                session, claims.sid, "refresh_token_reuse", now
+            ):
+                await sessions_ended(
+                    self.outbox, session, principal.user, [claims.sid], "refresh_token_reuse"
+                )
         if current_jti is None:
             log.warning("refresh token reuse: login sid=%s… revoked", claims.sid[:6])
             raise refused(REVOKED, "refresh_token_reused")
@@ -166,20 +195,24 @@ class LoginSessions:
         pair, _ = self._tokens(principal.user, principal.session, refresh_jti=current_jti)
         return pair
 
-    async def revoke(self, sid: str, reason: str) -> None:
+    async def revoke(self, principal: Principal, reason: str) -> None:
+        """End the caller's own login (logout)."""
+        sid = principal.session.id
         async with self.db.transaction() as session:
-            await queries.revoke_session(session, sid, reason, self.clock.now())
+            if await queries.revoke_session(session, sid, reason, self.clock.now()):
+                await sessions_ended(self.outbox, session, principal.user, [sid], reason)
         log.info("session sid=%s… ended (%s)", sid[:6], reason)
 
     async def revoke_all(
-        self, session: AsyncSession, user_id: int, reason: str, *, keep: str | None = None
+        self, session: AsyncSession, user: User, reason: str, *, keep: str | None = None
     ) -> int:
         """End every session of the user but ``keep``, in the caller's transaction."""
         ended = await queries.revoke_user_sessions(
-            session, user_id, reason, self.clock.now(), keep=keep
+            session, user.id, reason, self.clock.now(), keep=keep
         )
-        log.info("sessions of user %s ended (%s): %d", user_id, reason, ended)
-        return ended
+        await sessions_ended(self.outbox, session, user, ended, reason)
+        log.info("sessions of user %s ended (%s): %d", user.id, reason, len(ended))
+        return len(ended)
 
     async def active(self, user_id: int) -> list[LoginSession]:
         async with self.db.session() as session:
@@ -187,9 +220,11 @@ class LoginSessions:
                 session, user_id, self.clock.now(), self.idle_timeout
             )
 
-    async def end(self, user_id: int, sid: str) -> bool:
+    async def end(self, user: User, sid: str) -> bool:
         """End one of the user's own sessions; ``False`` if it is not theirs or not active."""
         async with self.db.transaction() as session:
-            ended = await queries.end_own_session(session, user_id, sid, self.clock.now())
+            ended = await queries.end_own_session(session, user.id, sid, self.clock.now())
+            if ended:
+                await sessions_ended(self.outbox, session, user, [sid], "ended")
         log.info("session sid=%s… ended by its user: %s", sid[:6], ended)
         return ended

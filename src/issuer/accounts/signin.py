@@ -90,7 +90,7 @@ class SignIn:
                 )
                 return MfaRequired(user, token, expires_at, methods)
             kind = factor.kind or kind
-            pair = self.sessions.open(session, user, kind=kind, client=client)
+            pair = await self.sessions.open(session, user, kind=kind, client=client)
             user.last_login_at = self.clock.now()
             await queries.stamp_login(session, user.id, user.last_login_at)
         log.info("signed in entity_id=%s with %s (%s)", user.entity_id.hex, factor.name, kind)

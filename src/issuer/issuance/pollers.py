@@ -13,7 +13,7 @@ import logging
 import time
 
 from issuer.issuance.agents.base import AgentUnavailable
-from issuer.issuance.service import IssuanceService
+from issuer.issuance.service import IssuanceService, topic
 from issuer.issuance.states import FINAL_STATES
 from issuer.supervisor import Supervisor
 
@@ -55,7 +55,7 @@ class Pollers:
         )
 
     def _idle(self, session_id: str) -> bool:
-        if self._service.broker.listener_count(session_id):
+        if self._service.broker.listener_count(topic(session_id)):
             self._seen[session_id] = time.monotonic()
             return False
         return time.monotonic() - self._seen.get(session_id, 0.0) > self._idle_timeout

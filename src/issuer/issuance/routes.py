@@ -28,16 +28,17 @@ from issuer.issuance.schemas import (
     WebhookEvent,
     name_form,
 )
-from issuer.issuance.service import EVENT_RETRIES, IssuanceService
+from issuer.issuance.service import EVENT_RETRIES, IssuanceService, topic
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.lib.qr import qr_svg
 from issuer.ops.metrics import WEBSOCKETS
+from issuer.realtime.broker import Overflowed
 from issuer.schemas import ErrorBody
 from issuer.web.context import services, settings
 from issuer.web.idempotency import idempotent
 from issuer.web.openapi import AUTH_ATTRIBUTE, html_page
-from issuer.web.sockets import ShuttingDown, refuse, until_shutdown
+from issuer.web.sockets import TRY_AGAIN_LATER, ShuttingDown, refuse, until_shutdown
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("issuance", __name__)
@@ -222,7 +223,7 @@ async def issuance_updates(session_id: str) -> None:
         await refuse("not your session")
         return
     svc = service()
-    async with svc.broker.subscribe(session_id) as queue:
+    async with svc.broker.subscribe(topic(session_id), kind="issuance") as listener:
         row = await svc.get(session_id)
         if row is None:
             await refuse("no such session")
@@ -237,7 +238,11 @@ async def issuance_updates(session_id: str) -> None:
             services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, session_id))
         with WEBSOCKETS.track_inprogress(), suppress(ShuttingDown):
             while True:
-                snapshot = await until_shutdown(queue.get())
+                try:
+                    snapshot = await until_shutdown(listener.get())
+                except Overflowed:
+                    await websocket.close(TRY_AGAIN_LATER, "too slow: reconnect")
+                    return
                 if snapshot["version"] > sent:
                     sent = snapshot["version"]
                     await websocket.send_json(snapshot)

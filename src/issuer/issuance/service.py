@@ -21,11 +21,11 @@ from issuer.db import Database
 from issuer.errors import Conflict, NotFound, Unavailable
 from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
-from issuer.issuance.broker import LocalBroker, Snapshot
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import State
 from issuer.ops.metrics import TRANSITIONS
 from issuer.outbox.service import Outbox
+from issuer.realtime.broker import Broker, Message
 
 log = logging.getLogger(__name__)
 EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
@@ -46,16 +46,28 @@ def agent_down() -> Unavailable:
     )
 
 
-def snapshot_loader(db: Database) -> Callable[[list[str]], Awaitable[list[Snapshot]]]:
-    """Reads the stored snapshots of sessions (what a reconnecting listener is replayed)."""
+Snapshot = Message
+TOPIC_PREFIX = "issuance:"
 
-    async def load(session_ids: list[str]) -> list[Snapshot]:
+
+def topic(session_id: str) -> str:
+    """The broker topic of an issuance session's snapshots."""
+    return f"{TOPIC_PREFIX}{session_id}"
+
+
+def snapshot_replay(db: Database) -> Callable[[list[str]], Awaitable[list[tuple[str, Message]]]]:
+    """What a reconnecting broker delivers again: the stored snapshot of every issuance
+    session listened to (notifications sent while the LISTEN connection was away are gone)."""
+
+    async def replay(topics: list[str]) -> list[tuple[str, Message]]:
+        session_ids = [t.removeprefix(TOPIC_PREFIX) for t in topics if t.startswith(TOPIC_PREFIX)]
         if not session_ids:
             return []
         async with db.session() as session:
-            return [row.snapshot() for row in await queries.by_ids(session, session_ids)]
+            rows = await queries.by_ids(session, session_ids)
+        return [(topic(row.id), row.snapshot()) for row in rows]
 
-    return load
+    return replay
 
 
 class IssuanceService:
@@ -63,7 +75,7 @@ class IssuanceService:
         self,
         db: Database,
         agent: Agent | None,
-        broker: LocalBroker,
+        broker: Broker,
         outbox: Outbox,
         clock: Clock,
         *,
@@ -105,7 +117,7 @@ class IssuanceService:
                 return None
             snapshot = row.snapshot()
             if target is State.ACCEPTED:
-                self.outbox.event(
+                await self.outbox.event(
                     session,
                     "credential.accepted",
                     {
@@ -114,7 +126,7 @@ class IssuanceService:
                         "language": row.language,
                     },
                 )
-            await self.broker.stage(session, snapshot)
+            await self.broker.stage(session, topic(row.id), snapshot)
         TRANSITIONS.labels(target.value).inc()
         log.info("issuance %s… → %s", session_id[:8], target)
         return snapshot

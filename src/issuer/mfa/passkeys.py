@@ -28,7 +28,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from issuer.accounts.emails import user_event
+from issuer.accounts.events import user_event
 from issuer.accounts.models import User
 from issuer.accounts.sessions import Principal
 from issuer.clock import Clock
@@ -152,7 +152,7 @@ class Passkeys:
                 created_at=self.clock.now(),
             )  # fmt: skip
             session.add(passkey)
-            self.outbox.event(session, "passkey.created", user_event(user))
+            await self.outbox.event(session, "passkey.created", user_event(user), user_id=user.id)
         log.info("passkey registered entity_id=%s", user.entity_id.hex)
         return passkey
 
@@ -226,7 +226,10 @@ class Passkeys:
         async with self.db.transaction() as session:
             if not await queries.delete_own_passkey(session, principal.user.id, entity_id):
                 raise NotFound("No such passkey.")
-            self.outbox.event(session, "passkey.deleted", user_event(principal.user))
+            await self.outbox.event(
+                session, "passkey.deleted", user_event(principal.user),
+                user_id=principal.user.id,
+            )  # fmt: skip
         log.info("passkey removed entity_id=%s", principal.user.entity_id.hex)
 
 

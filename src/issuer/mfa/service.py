@@ -15,7 +15,7 @@ import secrets
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer.accounts.emails import user_event
+from issuer.accounts.events import user_event
 from issuer.accounts.models import User
 from issuer.accounts.passwords import Passwords
 from issuer.accounts.sessions import Principal
@@ -80,7 +80,7 @@ class Totp:
         if not await queries.use_recovery_code(session, user.id, fingerprint, self.clock.now()):
             log.info("recovery code refused entity_id=%s", user.entity_id.hex)
             raise Refused(INVALID_RECOVERY_CODE, code="invalid_recovery_code")
-        self.outbox.event(session, "recovery_code.used", user_event(user))
+        await self.outbox.event(session, "recovery_code.used", user_event(user), user_id=user.id)
         log.info("recovery code used entity_id=%s", user.entity_id.hex)
 
     # --- enrolment -------------------------------------------------------------------------
@@ -130,7 +130,9 @@ class Totp:
                 raise Conflict("Verify a code first (POST /verify_otp).", code="otp_not_verified")
             await self._spend(session, user, self.secrets_box.open(method.secret), code)
             await queries.set_mfa(session, user.id, enabled=True, now=self.clock.now())
-            self.outbox.event(session, "otp_method.enabled", user_event(user))
+            await self.outbox.event(
+                session, "otp_method.enabled", user_event(user), user_id=user.id
+            )
         user.mfa_enabled = True
         log.info("mfa enabled entity_id=%s", user.entity_id.hex)
 
@@ -148,7 +150,9 @@ class Totp:
                 raise InvalidInput("OTP is required.")
             await queries.set_mfa(session, user.id, enabled=False, now=self.clock.now())
             await queries.remove_totp(session, user.id)
-            self.outbox.event(session, "otp_method.disabled", user_event(user))
+            await self.outbox.event(
+                session, "otp_method.disabled", user_event(user), user_id=user.id
+            )
         user.mfa_enabled = False
         log.info("mfa disabled entity_id=%s", user.entity_id.hex)
 
@@ -158,7 +162,9 @@ class Totp:
         codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
         sealed = [(self.codes_box.fingerprint(c), self.codes_box.seal(c)) for c in codes]
         await queries.replace_recovery_codes(session, user.id, sealed, self.clock.now())
-        self.outbox.event(session, "recovery_code.regenerated", user_event(user))
+        await self.outbox.event(
+            session, "recovery_code.regenerated", user_event(user), user_id=user.id
+        )
         return codes
 
     async def recovery_codes(self, principal: Principal) -> tuple[list[str], int]:

@@ -34,5 +34,11 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An entity event of a user: whose (``users.id``) and its number (``users.event_seq``).
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    seq: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "sent_at", "failed_at", "available_at"),
+        Index("ix_outbox_user_seq", "user_id", "seq"),
+    )

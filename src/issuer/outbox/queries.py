@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.outbox.models import OutboxMessage
@@ -72,6 +72,33 @@ async def latest(session: AsyncSession, kind: str, limit: int) -> list[OutboxMes
         select(OutboxMessage)
         .where(OutboxMessage.kind == kind)
         .order_by(OutboxMessage.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def next_event_seq(session: AsyncSession, user_id: int) -> int:
+    """The user's next entity-event number (``users.event_seq`` + 1, stored)."""
+    found = await session.scalar(
+        text("UPDATE users SET event_seq = event_seq + 1 WHERE id = :id RETURNING event_seq"),
+        {"id": user_id},
+    )
+    return int(found or 0)
+
+
+async def user_events_since(
+    session: AsyncSession, user_id: int, since: int, *, after: datetime, limit: int
+) -> list[OutboxMessage]:
+    """The user's entity events numbered above ``since``, written after ``after``, oldest
+    first, at most ``limit``."""
+    rows = await session.scalars(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.user_id == user_id,
+            OutboxMessage.seq > since,
+            OutboxMessage.created_at > after,
+        )
+        .order_by(OutboxMessage.seq)
         .limit(limit)
     )
     return list(rows)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.clock import Clock
 from issuer.db import after_commit
+from issuer.outbox import queries
 from issuer.outbox.models import OutboxMessage
 from issuer.outbox.templates import render_email
 
@@ -32,11 +33,26 @@ class Outbox:
         after_commit(session, self._wake)
         return message.event_id
 
-    def event(self, session: AsyncSession, topic: str, data: dict[str, Any]) -> uuid.UUID:
-        """Store domain event ``topic`` (e.g. ``user.created``) with ``data``; returns its id."""
+    async def event(
+        self,
+        session: AsyncSession,
+        topic: str,
+        data: dict[str, Any],
+        *,
+        user_id: int | None = None,
+    ) -> uuid.UUID:
+        """Store domain event ``topic`` (e.g. ``user.created``) with ``data``; returns its id.
+
+        With ``user_id`` it is one of that user's entity events and gets the user's next event
+        number (``seq``): the increment locks the user's row until the transaction ends, so a
+        user's events commit in the order of their numbers and a client that saw number *n*
+        missed exactly those above it."""
         message = OutboxMessage(
             event_id=uuid.uuid4(), kind="event", topic=topic, payload={"data": data}
         )
+        if user_id is not None:
+            message.user_id = user_id
+            message.seq = await queries.next_event_seq(session, user_id)
         return self._add(session, message)
 
     def email(

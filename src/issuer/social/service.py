@@ -28,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.accounts import queries as accounts
-from issuer.accounts.emails import AccountEmails, user_event
+from issuer.accounts.emails import AccountEmails
+from issuer.accounts.events import user_event
 from issuer.accounts.identifiers import email_key, username_key
 from issuer.accounts.models import User
 from issuer.accounts.sessions import Principal
@@ -332,7 +333,7 @@ class SocialLogin:
         )  # fmt: skip
         try:
             await accounts.add_user(session, user)
-            self.emails.created(session, user)
+            await self.emails.created(session, user)
             await self._add_identity(session, user, identity, now)
         except IntegrityError as exc:  # the same first login at once: the transaction ends
             raise FirstLoginRaced() from exc
@@ -359,9 +360,10 @@ class SocialLogin:
                 token_type=identity.token_type, created_at=now, last_login_at=now,
             ),
         )  # fmt: skip
-        self.outbox.event(
-            session, "login_method.created", {**user_event(user), "provider": identity.provider}
-        )
+        await self.outbox.event(
+            session, "login_method.created", {**user_event(user), "provider": identity.provider},
+            user_id=user.id,
+        )  # fmt: skip
         return row
 
     # --- the logged-in user's login methods --------------------------------------------------
@@ -437,7 +439,8 @@ class SocialLogin:
             else:
                 await queries.remove_password(session, user.id)
                 provider = SIGNUP
-            self.outbox.event(
-                session, "login_method.deleted", {**user_event(user), "provider": provider}
-            )
+            await self.outbox.event(
+                session, "login_method.deleted", {**user_event(user), "provider": provider},
+                user_id=user.id,
+            )  # fmt: skip
         log.info("unlinked %s from entity_id=%s", provider, user.entity_id.hex)

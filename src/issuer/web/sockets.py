@@ -10,6 +10,7 @@ from quart import current_app, websocket
 
 POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013  # RFC 6455 §7.4 (IANA registry): a listener too slow was dropped
 T = TypeVar("T")
 
 

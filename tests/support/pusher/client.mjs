@@ -17,7 +17,8 @@
 //   {"id":4,"op":"send_event","event":E,"data":D,"channel":C?}      result: pusher.send_event's
 //   {"id":5,"op":"unsubscribe","channel":C}
 //   {"id":6,"op":"status"}   result: {state, socket_id, channels: {name: {subscribed, pending}}}
-//   {"id":7,"op":"disconnect"}   disconnects, answers, then exits 0 (as it does when stdin ends)
+//   {"id":7,"op":"disconnect"}   answers, pusher.disconnect(), then exits 0 once the socket has
+//                                closed (at most 1 s later), as it does when stdin ends
 
 import readline from 'node:readline';
 
@@ -35,8 +36,8 @@ let exiting = false;
 const watched = new WeakSet(); // channel objects whose events are reported
 
 function plain(value, depth = 8) {
-  // A JSON-safe copy: Error objects become {name, message}; functions, cycles and whatever
-  // lies deeper than `depth` (transport objects inside some errors) are left out.
+  // A JSON-safe copy: Error objects become {name, message}, functions are left out, and so is
+  // whatever lies deeper than `depth` (which also cuts cycles, as in some transport errors).
   if (value === undefined || typeof value === 'function') return null;
   if (value instanceof Error) return { name: value.name, message: value.message };
   if (value === null || typeof value !== 'object') return value;
@@ -226,11 +227,11 @@ const ops = {
   },
   trigger(command) {
     needPusher();
-    return channelNamed(command.channel).trigger(command.event, command.data ?? {});
+    return channelNamed(command.channel).trigger(command.event, command.data);
   },
   send_event(command) {
     needPusher();
-    return pusher.send_event(command.event, command.data ?? {}, command.channel ?? undefined);
+    return pusher.send_event(command.event, command.data, command.channel ?? undefined);
   },
   status() {
     const channels = {};
