@@ -19,6 +19,7 @@ FILES = {
         "swagger-ui",
     ),
     "redoc": (["bundles/redoc.standalone.js", "LICENSE"], "redoc"),
+    "pusher-js": (["dist/web/pusher.min.js", "LICENCE"], "pusher-js"),
 }
 
 

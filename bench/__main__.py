@@ -28,6 +28,8 @@ BENCHMARKS = (
     "outbox_throughput",
     # issue 8: MFA
     "mfa_login",
+    # issue 10: live entity events (the Pusher protocol)
+    "pusher_fanout",
 )
 TIMEOUT = 900
 

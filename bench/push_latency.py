@@ -15,10 +15,11 @@ at ``offered`` with their websockets open, plus one fresh session per sample tha
 itself (invitation message id, exchange id) are read from its database.
 
 Two topologies:
-(a) SQLite, one hypercorn worker: in-process fan-out (``issuer.realtime.broker.Broker``); target p99 ≤ 50 ms.
+(a) SQLite, one hypercorn worker: in-process fan-out (``issuer.realtime.broker.Broker``);
+    target p99 ≤ 50 ms.
 (b) PostgreSQL, two hypercorn processes on one database: websockets held on process B, webhooks
-    posted to process A, so every push crosses ``LISTEN/NOTIFY`` (``issuer.realtime.broker.PostgresBroker``);
-    target p99 ≤ 100 ms.
+    posted to process A, so every push crosses ``LISTEN/NOTIFY``
+    (``issuer.realtime.broker.PostgresBroker``); target p99 ≤ 100 ms.
 
 Memory: ``VmRSS`` of the hypercorn *worker* process holding the websockets (hypercorn's parent
 only supervises), at rest and with 1000 open websockets; target ≤ 150 MB per worker. Then, on

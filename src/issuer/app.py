@@ -47,6 +47,8 @@ from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
 from issuer.realtime.broker import Broker, PostgresBroker
+from issuer.realtime.hub import Hub
+from issuer.realtime.protocol import PusherApp
 from issuer.services import Services
 from issuer.social.providers import Facebook, GitHub, OpenIdProvider, Provider, ProviderHttp
 from issuer.social.service import SocialLogin
@@ -131,10 +133,25 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
     publisher = (
         EventPublisher(settings.amqp_url, settings.amqp_exchange) if settings.amqp_url else None
     )
+    broker = Broker(settings.realtime_queue_size)
+    if db.is_postgres:
+        broker = PostgresBroker(
+            asyncpg_dsn(settings.database_url), db, clock, queue_size=settings.realtime_queue_size
+        )
+    broker.on_reconnect(snapshot_replay(db))
+    hub = Hub(
+        db, broker, clock, PusherApp(*settings.pusher_credentials),
+        max_connections=settings.pusher_max_connections,
+        client_event_rate=settings.pusher_client_event_rate,
+        replay_window=settings.events_replay_window, replay_max=settings.events_replay_max,
+    )  # fmt: skip
     dispatcher = Dispatcher(
         db,
         Delivery(
-            smtp=smtp_settings(settings), publisher=publisher, development=settings.development
+            smtp=smtp_settings(settings),
+            publisher=publisher,
+            development=settings.development,
+            realtime=hub.deliver_entity_event,
         ),
         clock=clock,
         max_attempts=settings.outbox_max_attempts,
@@ -185,12 +202,6 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         db, signin, emails, outbox, clock, http, identity_providers(settings, http),
         base_url=settings.public_base_url, deadline=3 * settings.social_timeout,
     )  # fmt: skip
-    broker = Broker(settings.realtime_queue_size)
-    if db.is_postgres:
-        broker = PostgresBroker(
-            asyncpg_dsn(settings.database_url), db, clock, queue_size=settings.realtime_queue_size
-        )
-    broker.on_reconnect(snapshot_replay(db))
     local_agents, webhook_key = None, settings.webhook_api_key
     if agent is None and settings.agent == "local":
         webhook_key = webhook_key or secrets.token_urlsafe(24)
@@ -260,6 +271,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
             origins=settings.relying_party_origins,
         ),
         social=social,
+        hub=hub,
         idempotency=Idempotency(db, clock),
         broker=broker,
         agent=agent,
@@ -364,10 +376,22 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.mfa.routes import blueprint as mfa
     from issuer.ops.docs import blueprint as docs
     from issuer.ops.routes import blueprint as ops
+    from issuer.realtime.routes import blueprint as realtime
     from issuer.social.routes import blueprint as social
     from issuer.vectors.routes import blueprint as vectors
 
-    for blueprint in (ops, docs, issuance, accounts, account_pages, vectors, recovery, mfa, social):
+    for blueprint in (
+        ops,
+        docs,
+        issuance,
+        accounts,
+        account_pages,
+        vectors,
+        recovery,
+        mfa,
+        social,
+        realtime,
+    ):
         app.register_blueprint(blueprint)
     register_name_form(app, settings.attribute_names)
     if settings.development:

@@ -6,6 +6,8 @@ Every setting is documented in the README's configuration table. Validation happ
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from enum import StrEnum
 from typing import Literal
@@ -149,6 +151,23 @@ class Settings(BaseSettings):
     # --- realtime (websockets) -----------------------------------------------------------------
     # Messages a websocket may fall behind before it is dropped (closed; the client reconnects).
     realtime_queue_size: int = 256
+    # The Pusher Channels app (004's PUSHER_APP_ID, PUSHER_API_KEY, PUSHER_API_SECRET). Unset,
+    # they are derived from ISSUER_SECRET_KEY (the same in every worker; printed in development).
+    pusher_app_id: str = Field("", pattern=r"^[0-9]*$")
+    pusher_key: str = Field("", pattern=r"^[A-Za-z0-9_-]*$")
+    pusher_secret: str = ""
+    # Seconds without a message before the server expects a ping (Pusher's activity_timeout).
+    pusher_activity_timeout: int = 120
+    # Websocket connections per worker; more are refused with 4100 (over capacity).
+    pusher_max_connections: int = 10_000
+    # Bytes of one client message, and of one event's data through the Events API.
+    pusher_max_message_bytes: int = 10_240
+    # Client events per second per connection (more are refused with 4301).
+    pusher_client_event_rate: float = 10.0
+    # Missed entity events a reconnecting client may ask for (``since``): how old (seconds), and
+    # how many at most.
+    events_replay_window: int = 86_400
+    events_replay_max: int = 1000
 
     # --- email and events (the outbox) -------------------------------------------------------
     # Without an SMTP host, development writes emails to the log and /dev/outbox; elsewhere
@@ -228,6 +247,21 @@ class Settings(BaseSettings):
             if self.agent is None and self.env is Environment.DEVELOPMENT:
                 self.agent = "local"
         return self
+
+    @property
+    def pusher_credentials(self) -> tuple[str, str, str]:
+        """``(app_id, key, secret)``: the configured ones, or ones derived from the secret key
+        (HMAC-SHA256 with a label each), so every worker and host agrees without setup."""
+
+        def derived(label: str) -> str:
+            return hmac.new(self.secret_key.encode(), label.encode(), hashlib.sha256).hexdigest()
+
+        app_id = self.pusher_app_id or str(int(derived("issuer pusher app id")[:8], 16))
+        return (
+            app_id,
+            self.pusher_key or derived("issuer pusher key")[:20],
+            self.pusher_secret or derived("issuer pusher secret"),
+        )
 
     @property
     def development(self) -> bool:

@@ -36,6 +36,7 @@ from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
 from issuer.realtime.broker import Broker
+from issuer.realtime.hub import Hub
 from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
 from issuer.web.context import EXTENSION
@@ -62,6 +63,7 @@ class Services:
     totp: Totp
     passkeys: Passkeys
     social: SocialLogin
+    hub: Hub
     idempotency: Idempotency
     broker: Broker
     agent: Agent | None
@@ -88,6 +90,13 @@ class Services:
             "sweeper", lambda stopping: self.issuance.sweep(stopping, interval=interval)
         )
         self.supervisor.run("housekeeping", self.housekeeping)
+        self.supervisor.run("channel subscriptions", self.hub.heartbeat)
+        if self.settings.development:
+            app_id, key, secret = self.settings.pusher_credentials
+            log.warning(
+                "Pusher app (development): PUSHER_APP_ID=%s PUSHER_API_KEY=%s PUSHER_API_SECRET=%s",
+                app_id, key, secret,
+            )  # fmt: skip
 
     async def housekeeping(self, stopping: asyncio.Event, interval: float = 600.0) -> None:
         """Supervised loop: forget what has expired (idempotency keys, MFA challenges)."""
@@ -102,6 +111,7 @@ class Services:
         """Let the loops finish what they hold (no transaction cut in half), then release
         every resource."""
         await self.supervisor.stop(grace=5)
+        await self.hub.close()
         await self.close()
 
     async def close(self) -> None:

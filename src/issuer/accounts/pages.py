@@ -81,7 +81,8 @@ async def register_page() -> Any:
 @html_page(200, 302)
 async def dashboard() -> Any:
     """Your dashboard: username, last login, active sessions with an end button, two-factor
-    authentication (TOTP and recovery codes), passkeys, and login methods (link, unlink)."""
+    authentication (TOTP and recovery codes), passkeys, login methods (link, unlink), and the
+    account's live events (pusher-js on the user's private channels)."""
     if not current_user.auth_id:
         return redirect("/login")
     try:
@@ -100,6 +101,8 @@ async def dashboard() -> Any:
         codes_shown_once=settings().recovery_codes_show_once,
         passkeys=await services().passkeys.list(current),
         login_methods=methods,
+        pusher_key=services().hub.app.key,
+        current_session=current.session.id,
         provider_titles=titles,
         unlinked=[(name, title) for name, title in titles.items() if name not in linked],
         csrf=csrf_token(session),

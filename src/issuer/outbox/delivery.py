@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from issuer.lib.mail import SmtpSettings, build_message, send
 from issuer.outbox.amqp import EventPublisher
@@ -22,9 +23,12 @@ class Delivery:
         smtp: SmtpSettings | None,
         publisher: EventPublisher | None,
         development: bool,
+        realtime: Callable[[OutboxMessage], Awaitable[None]] | None = None,
     ) -> None:
+        """``realtime``: delivers an entity event to the websockets (the Pusher channels)."""
         self.smtp = smtp
         self.publisher = publisher
+        self.realtime = realtime
         self.development = development
 
     async def __call__(self, message: OutboxMessage) -> None:
@@ -55,6 +59,8 @@ class Delivery:
         log.info("mail %s sent (%s)", message.event_id, message.topic)
 
     async def _event(self, message: OutboxMessage) -> None:
+        if self.realtime is not None and message.seq is not None:
+            await self.realtime(message)
         if self.publisher is None:
             return  # no broker configured: the event stays recorded in the outbox only
         body = {

@@ -49,6 +49,9 @@ SECURITY_SCHEMES: dict[str, SecuritySchemeInput] = {
     "bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT"),
     "cookie": APIKeySecurityScheme(name="issuer_auth", in_="cookie"),
     "webhook": APIKeySecurityScheme(name="X-API-Key", in_="header"),
+    # Pusher's HTTP API: the query's auth_key, auth_timestamp, auth_version, body_md5 and
+    # auth_signature (HMAC-SHA256 with the app secret).
+    "pusher_signature": APIKeySecurityScheme(name="auth_signature", in_="query"),
 }
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,6 +165,7 @@ class IssuerOpenAPI(OpenAPIProvider):
                 "optional_token": [{}, {"bearer": []}],
                 "login": [{"bearer": []}, {"cookie": []}],
                 "webhook": [{"webhook": []}],
+                "pusher": [{"pusher_signature": []}],
             }[auth]
             responses.setdefault(401, error("No valid credentials"))
         return operation
