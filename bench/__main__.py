@@ -30,6 +30,8 @@ BENCHMARKS = (
     "mfa_login",
     # issue 10: live entity events (the Pusher protocol)
     "pusher_fanout",
+    # issue 11: posts
+    "posts_listing",
 )
 TIMEOUT = 900
 

@@ -66,6 +66,20 @@ DOMAIN_REFUSALS: dict[str, list[str]] = {
     "/apps/{app_id}/batch_events": ["401", "404"],
     "/apps/{app_id}/channels": ["401", "404"],
     "/pusher/auth": ["400", "403"],  # a public channel needs none; another's is not yours
+    # Posts: random ids name no post, random users no user; a random If-Match is stale (or
+    # missing: 428); a random form has no valid CSRF token; a file sent as text is no file.
+    "/api/posts/{post_id}": ["403", "404", "412", "428"],
+    "/api/users/{username}/posts": ["404"],
+    "/pictures/{entity_id}/{size}": ["404"],
+    "/api/me/picture": ["422"],
+    "/home": ["404"],
+    "/blog": ["404"],
+    "/user/{username}": ["404"],
+    "/post/{post_id}": ["404"],
+    "/post/new": ["403"],
+    "/post/{post_id}/update": ["403", "404", "412"],
+    "/post/{post_id}/delete": ["403", "404", "412"],
+    "/account": ["403", "422"],
 }
 CONFIG = schemathesis.Config.from_dict(
     {

@@ -46,6 +46,7 @@ from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
+from issuer.posts.service import Posts
 from issuer.realtime.broker import Broker, PostgresBroker
 from issuer.realtime.hub import Hub
 from issuer.realtime.protocol import PusherApp
@@ -116,6 +117,10 @@ def create_app(
 
     register_blueprints(app, settings)
     register_error_handlers(app)
+    from issuer.posts.pages import error_page
+    from issuer.web.errors import HTML_ERRORS
+
+    app.extensions[HTML_ERRORS] = error_page
     register_web_hooks(app, secure=not settings.development)
     register_metrics(app)
     register_cli(app)
@@ -145,6 +150,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         client_event_rate=settings.pusher_client_event_rate,
         replay_window=settings.events_replay_window, replay_max=settings.events_replay_max,
     )  # fmt: skip
+    broker.on_reconnect(hub.after_reconnect)
     dispatcher = Dispatcher(
         db,
         Delivery(
@@ -272,6 +278,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         ),
         social=social,
         hub=hub,
+        posts=Posts(db, outbox, clock),
         idempotency=Idempotency(db, clock),
         broker=broker,
         agent=agent,
@@ -376,6 +383,8 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.mfa.routes import blueprint as mfa
     from issuer.ops.docs import blueprint as docs
     from issuer.ops.routes import blueprint as ops
+    from issuer.posts.pages import blueprint as post_pages
+    from issuer.posts.routes import blueprint as posts
     from issuer.realtime.routes import blueprint as realtime
     from issuer.social.routes import blueprint as social
     from issuer.vectors.routes import blueprint as vectors
@@ -391,6 +400,8 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
         mfa,
         social,
         realtime,
+        posts,
+        post_pages,
     ):
         app.register_blueprint(blueprint)
     register_name_form(app, settings.attribute_names)

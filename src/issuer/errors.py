@@ -76,6 +76,12 @@ class PreconditionFailed(DomainError):
     default_code = "precondition_failed"
 
 
+class PreconditionRequired(DomainError):
+    """A write that must be conditional (``If-Match``) came without its condition (RFC 6585)."""
+
+    default_code = "precondition_required"
+
+
 class Unavailable(DomainError):
     """A dependency (database, agent, provider) is down or overloaded: try again later."""
 

@@ -35,6 +35,7 @@ from issuer.mfa.service import Totp
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
+from issuer.posts.service import Posts
 from issuer.realtime.broker import Broker
 from issuer.realtime.hub import Hub
 from issuer.social.service import SocialLogin
@@ -64,6 +65,7 @@ class Services:
     passkeys: Passkeys
     social: SocialLogin
     hub: Hub
+    posts: Posts
     idempotency: Idempotency
     broker: Broker
     agent: Agent | None

@@ -112,6 +112,12 @@ class AccountEmails:
         if user.email and not user.verified:
             self._verification(session, user)
 
+    async def profile_changed(self, session: AsyncSession, user: User, *, verify: bool) -> None:
+        """``user.updated``, and a verification email for a new address."""
+        await self.outbox.event(session, "user.updated", user_event(user), user_id=user.id)
+        if verify and user.email:
+            self._verification(session, user)
+
     async def password_changed(self, session: AsyncSession, user: User) -> None:
         await self.outbox.event(session, "password.changed", user_event(user), user_id=user.id)
         if user.email:

@@ -7,9 +7,10 @@ pages' script shows that message next to the form, so no API path answers with H
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from quart import Blueprint, redirect, render_template, session
+from quart import Blueprint, redirect, render_template, request, session
 from quart_auth import current_user
 from quart_schema import document_response
 
@@ -17,7 +18,7 @@ from issuer.accounts.auth import CSRF_FAILED, principal
 from issuer.accounts.identifiers import username_key
 from issuer.accounts.outcomes import challenge_out, settle
 from issuer.accounts.responses import session_out
-from issuer.accounts.schemas import LoginForm, RegisterForm
+from issuer.accounts.schemas import SAME_SITE_PATH, LoginForm, RegisterForm
 from issuer.accounts.service import NewAccount
 from issuer.accounts.signin import MfaRequired, PasswordFactor
 from issuer.errors import Forbidden, Refused, Unauthenticated
@@ -60,14 +61,18 @@ async def login_with_form(form: LoginForm) -> Any:
     settle(outcome)
     if isinstance(outcome, MfaRequired):
         return challenge_out(outcome)
-    return redirect("/dashboard", 303)
+    return redirect(form.next or "/dashboard", 303)
 
 
 @blueprint.get("/login")
 @html_page()
 async def login_page() -> Any:
     """The login form (posts to ``POST /login``), and a button per social login provider."""
-    return await render_form("accounts/login.html", providers=services().social.titles())
+    wanted = request.args.get("next", "")
+    return await render_form(
+        "accounts/login.html", providers=services().social.titles(),
+        next=wanted if re.fullmatch(SAME_SITE_PATH, wanted) else "",
+    )  # fmt: skip
 
 
 @blueprint.get("/register")

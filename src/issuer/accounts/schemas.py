@@ -35,6 +35,8 @@ NewPassword = Annotated[
 # A password to check: any length an older account may have (never truncated).
 Password = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL), UNICODE]
 CsrfToken = Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9_-]*$")]
+# A path on this site ("/post/new"), never another origin ("//evil", "/\\evil", "https://…").
+SAME_SITE_PATH = r"^(/([\x21-\x2e\x30-\x5b\x5d-\x7e][\x21-\x7e]*)?)?$"
 
 EMAIL_REQUIRED = Refusal("Email is required.")
 EMAIL_INVALID = Refusal("Email address is not valid.")
@@ -135,6 +137,8 @@ class LoginForm(Input):
     username: Identifier
     password: Password
     csrf_token: CsrfToken = ""
+    # Where to go after logging in: a path of this site only (no open redirect).
+    next: Annotated[str, Field(max_length=2000, pattern=SAME_SITE_PATH)] = ""
 
 
 class RefreshIn(Input):

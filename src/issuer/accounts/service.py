@@ -21,7 +21,7 @@ from issuer.accounts.passwords import Passwords
 from issuer.accounts.sessions import LoginSessions, Principal
 from issuer.clock import Clock
 from issuer.db import Database
-from issuer.errors import Refused
+from issuer.errors import Conflict, Refused
 
 log = logging.getLogger("issuer.audit")
 
@@ -81,6 +81,27 @@ class Accounts:
     async def username_taken(self, username: str) -> bool:
         async with self.db.session() as session:
             return await queries.user_by_username(session, username) is not None
+
+    async def update_profile(self, principal: Principal, username: str, email: str | None) -> User:
+        """003's account page: a new username and email. A changed email is unverified until
+        its new verification link is used; a taken username or email is refused (409)."""
+        user = principal.user
+        new_email = email.strip() if email else None
+        email_changed = (email_key(new_email) if new_email else None) != user.email_key
+        try:
+            async with self.db.transaction() as session:
+                found = await queries.user_by_id(session, user.id)
+                assert found is not None
+                found.username, found.username_key = username.strip(), username_key(username)
+                if email_changed:
+                    found.email = new_email
+                    found.email_key = email_key(new_email) if new_email else None
+                    found.verified, found.verified_at = False, None
+                await session.flush()
+                await self.emails.profile_changed(session, found, verify=email_changed)
+        except IntegrityError as exc:
+            raise Conflict("That username or email is taken.", code="taken") from exc
+        return found
 
     async def change_password(self, principal: Principal, existing: str, new: str) -> None:
         """ASVS 6.2.3: the current password is required. In one transaction: the new hash, the

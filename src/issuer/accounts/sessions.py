@@ -23,6 +23,7 @@ from issuer.db import Database
 from issuer.errors import Unauthenticated
 from issuer.lib.network import Client
 from issuer.lib.tokens import Claims, Purpose, TokenCodec, TokenExpired, TokenInvalid
+from issuer.outbox import queries as outbox_queries
 from issuer.outbox.service import Outbox
 
 log = logging.getLogger("issuer.audit")
@@ -174,6 +175,7 @@ class LoginSessions:
         principal = await self.resolve_session(claims.sid)
         now = self.clock.now()
         async with self.db.transaction() as session:
+            await outbox_queries.lock_user_events(session, principal.user.id)
             current_jti = await queries.rotate_refresh_token(
                 session,
                 claims.sid,
@@ -199,6 +201,7 @@ class LoginSessions:
         """End the caller's own login (logout)."""
         sid = principal.session.id
         async with self.db.transaction() as session:
+            await outbox_queries.lock_user_events(session, principal.user.id)
             if await queries.revoke_session(session, sid, reason, self.clock.now()):
                 await sessions_ended(self.outbox, session, principal.user, [sid], reason)
         log.info("session sid=%s… ended (%s)", sid[:6], reason)
@@ -223,6 +226,7 @@ class LoginSessions:
     async def end(self, user: User, sid: str) -> bool:
         """End one of the user's own sessions; ``False`` if it is not theirs or not active."""
         async with self.db.transaction() as session:
+            await outbox_queries.lock_user_events(session, user.id)
             ended = await queries.end_own_session(session, user.id, sid, self.clock.now())
             if ended:
                 await sessions_ended(self.outbox, session, user, [sid], "ended")

@@ -83,20 +83,38 @@ async def next_event_seq(session: AsyncSession, user_id: int) -> int:
         text("UPDATE users SET event_seq = event_seq + 1 WHERE id = :id RETURNING event_seq"),
         {"id": user_id},
     )
-    return int(found or 0)
+    if found is None:
+        raise LookupError(f"no user {user_id} to number an event of")
+    return int(found)
+
+
+async def lock_user_events(session: AsyncSession, user_id: int) -> None:
+    """Take the user's row lock first, in a transaction that will lock other rows (sessions)
+    before numbering an event: every such transaction then locks in the same order (user,
+    then the rest), so two of them never deadlock."""
+    await session.execute(
+        text("UPDATE users SET event_seq = event_seq WHERE id = :id"), {"id": user_id}
+    )
 
 
 async def user_events_since(
-    session: AsyncSession, user_id: int, since: int, *, after: datetime, limit: int
+    session: AsyncSession,
+    user_id: int,
+    since: int,
+    *,
+    topics: list[str],
+    after: datetime,
+    limit: int,
 ) -> list[OutboxMessage]:
-    """The user's entity events numbered above ``since``, written after ``after``, oldest
-    first, at most ``limit``."""
+    """The user's entity events of ``topics`` numbered above ``since``, written after
+    ``after``, oldest first, at most ``limit``."""
     rows = await session.scalars(
         select(OutboxMessage)
         .where(
             OutboxMessage.user_id == user_id,
             OutboxMessage.seq > since,
             OutboxMessage.created_at > after,
+            OutboxMessage.topic.in_(topics),
         )
         .order_by(OutboxMessage.seq)
         .limit(limit)

@@ -173,7 +173,9 @@ class PostgresBroker(Broker):
         self._clock = clock
         self._max_backoff = max_backoff
         self._lost = asyncio.Event()
-        self._fetches: set[asyncio.Task[None]] = set()
+        # Notifications in the order PostgreSQL sent them; one consumer delivers them in that
+        # order (a message by reference is read before the ones after it).
+        self._incoming: asyncio.Queue[str] = asyncio.Queue()
 
     async def stage(self, session: AsyncSession, topic: str, message: Message) -> None:
         # Delivered by PostgreSQL on commit, to every listener in every worker (this one too).
@@ -194,16 +196,20 @@ class PostgresBroker(Broker):
             await self.stage(session, topic, message)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            found = json.loads(payload)
-            if "ref" in found:
-                task = asyncio.create_task(self._fetch(int(found["ref"])))
-                self._fetches.add(task)
-                task.add_done_callback(self._fetches.discard)
-                return
-            self.deliver(str(found["t"]), found["m"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignored a malformed notification on %s", CHANNEL)
+        self._incoming.put_nowait(payload)
+
+    async def _consume(self) -> None:
+        """Deliver notifications one after the other, in the order they came."""
+        while True:
+            payload = await self._incoming.get()
+            try:
+                found = json.loads(payload)
+                if "ref" in found:
+                    await self._fetch(int(found["ref"]))
+                else:
+                    self.deliver(str(found["t"]), found["m"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignored a malformed notification on %s", CHANNEL)
 
     async def _fetch(self, ref: int) -> None:
         """A message too big for NOTIFY: read it from ``realtime_payloads``."""
@@ -260,6 +266,13 @@ class PostgresBroker(Broker):
         """LISTEN until ``stopping``, reconnecting with backoff. Started without waiting for
         the database (readiness reports it down); every (re)connect replays what the
         listeners may have missed meanwhile."""
+        consumer = asyncio.create_task(self._consume())
+        try:
+            await self._listen(stopping)
+        finally:
+            consumer.cancel()
+
+    async def _listen(self, stopping: asyncio.Event) -> None:
         backoff = 0.1
         while not stopping.is_set():
             try:

@@ -22,6 +22,7 @@ from issuer.outbox.models import OutboxMessage
 ENTITY_EVENTS: dict[str, tuple[str, str]] = {
     "user.created": ("person", "create"),
     "user.verified": ("person", "update"),
+    "user.updated": ("person", "update"),
     "password.changed": ("person", "update"),
     "login_method.created": ("login_method", "create"),
     "login_method.deleted": ("login_method", "delete"),
@@ -33,6 +34,10 @@ ENTITY_EVENTS: dict[str, tuple[str, str]] = {
     "passkey.deleted": ("passkey", "delete"),
     "session.opened": ("session", "create"),
     "session.ended": ("session", "delete"),
+    "user.picture_changed": ("person", "update"),
+    "post.created": ("post", "create"),
+    "post.updated": ("post", "update"),
+    "post.deleted": ("post", "delete"),
 }
 ENTITIES = frozenset(entity for entity, _ in ENTITY_EVENTS.values())
 # private-<entity>-<32 hex>: one user's channel of one entity.

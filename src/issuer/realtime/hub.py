@@ -36,6 +36,7 @@ from issuer.realtime.protocol import PusherApp, frame, kind_of
 log = logging.getLogger(__name__)
 HEARTBEAT = 30.0  # seconds between a worker's refreshes of its subscription rows
 STALE = timedelta(seconds=3 * HEARTBEAT)  # rows older than this belong to a dead worker
+MAX_CHANNELS = 100  # per connection
 
 
 class Refusal(Exception):
@@ -78,6 +79,7 @@ class Connection:
     bucket: Bucket
     # channel -> the presence member (user_id) this connection is, or None
     channels: dict[str, str | None] = field(default_factory=dict)
+    closed: bool = False
 
 
 class Hub:
@@ -100,7 +102,8 @@ class Hub:
         self.max_connections = max_connections
         self.client_event_rate = client_event_rate
         self.replay_window = timedelta(seconds=replay_window)
-        self.replay_max = replay_max
+        # A replay goes through the connection's own queue: it must fit with room to spare.
+        self.replay_max = max(1, min(replay_max, broker.queue_size // 2))
         self.worker = secrets.token_hex(8)
         self.connections: dict[str, Connection] = {}
 
@@ -118,9 +121,27 @@ class Hub:
         return connection
 
     async def disconnect(self, connection: Connection) -> None:
+        """Forget the connection: its listeners at once, then its rows (one statement), then
+        tell presence channels it left."""
+        connection.closed = True
         self.connections.pop(connection.socket_id, None)
-        for channel in list(connection.channels):
-            await self.unsubscribe(connection, channel)
+        channels = dict(connection.channels)
+        connection.channels.clear()
+        for channel in channels:
+            self.broker.remove(topic(channel), connection.listener)
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    delete(ChannelSubscription).where(
+                        ChannelSubscription.socket_id == connection.socket_id
+                    )
+                )
+            for channel, user_id in channels.items():
+                if user_id is not None and not await self._is_member(channel, user_id):
+                    text = frame("pusher_internal:member_removed", {"user_id": user_id}, channel)
+                    await self.broker.publish(topic(channel), {"frame": text, "except": None})
+        except Exception:  # the rows go stale and the heartbeat forgets them
+            log.warning("could not forget connection %s", connection.socket_id, exc_info=True)
 
     # --- subscriptions ----------------------------------------------------------------------
 
@@ -146,6 +167,8 @@ class Hub:
                 raise Refusal(subscription_error(channel, "Invalid channel_data", 400))
         if channel in connection.channels:  # subscribing twice: already there
             return await self._succeeded(channel, kind)
+        if len(connection.channels) >= MAX_CHANNELS:
+            raise Refusal(subscription_error(channel, "Too many channels on one connection", 400))
         user_id = member[0] if member else None
         already = user_id is not None and await self._is_member(channel, user_id)
         async with self.db.transaction() as session:
@@ -156,6 +179,9 @@ class Hub:
                     seen_at=self.clock.now(),
                 )
             )  # fmt: skip
+        if connection.closed:  # it went away meanwhile: undo
+            await self.disconnect(connection)
+            raise Refusal(subscription_error(channel, "Connection closed", 400))
         connection.channels[channel] = user_id
         self.broker.add(topic(channel), connection.listener)
         if member is not None and not already:
@@ -261,8 +287,11 @@ class Hub:
         channels the connection is in; rate limited). Raises :class:`Refusal`."""
         if not event.startswith("client-") or channel not in connection.channels:
             raise Refusal(error_frame(None, "Client event not allowed on this channel"))
-        if kind_of(channel) not in ("private", "presence"):
-            raise Refusal(error_frame(None, "Client events are for private and presence channels"))
+        if kind_of(channel) not in ("private", "presence") or owner_of(channel) is not None:
+            raise Refusal(
+                error_frame(None, "Client events are for private and presence channels, "
+                            "not entity channels")
+            )  # fmt: skip
         if not connection.bucket.take():
             raise Refusal(
                 error_frame(
@@ -296,15 +325,20 @@ class Hub:
             if user_id is None:
                 return []
             rows = await outbox_queries.user_events_since(
-                session, user_id, since, after=self.clock.now() - self.replay_window,
-                limit=self.replay_max,
+                session, user_id, since, topics=topics,
+                after=self.clock.now() - self.replay_window, limit=self.replay_max,
             )  # fmt: skip
         frames = []
         for row in rows:
-            if row.topic in topics and (found := as_pusher_event(row)) is not None:
+            if (found := as_pusher_event(row)) is not None:
                 _, event, body = found
                 frames.append(frame(event, body, channel))
         return frames
+
+    async def after_reconnect(self, topics: list[str]) -> list[tuple[str, Any]]:
+        """The broker's LISTEN connection was lost (notifications meanwhile are gone): every
+        Pusher connection is closed with 4200, so its client reconnects at once and replays."""
+        return [(t, {"close": 4200}) for t in topics if t.startswith("pusher:")]
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -314,12 +348,15 @@ class Hub:
         while not stopping.is_set():
             try:
                 now = self.clock.now()
+                live = list(self.connections)
                 async with self.db.transaction() as session:
-                    await session.execute(
-                        update(ChannelSubscription)
-                        .where(ChannelSubscription.worker == self.worker)
-                        .values(seen_at=now)
-                    )
+                    for start in range(0, len(live), 500):  # this worker's open sockets only
+                        await session.execute(
+                            update(ChannelSubscription)
+                            .where(ChannelSubscription.worker == self.worker)
+                            .where(ChannelSubscription.socket_id.in_(live[start : start + 500]))
+                            .values(seen_at=now)
+                        )
                     await session.execute(
                         delete(ChannelSubscription).where(ChannelSubscription.seen_at < now - STALE)
                     )

@@ -85,56 +85,79 @@ async def pusher_socket(key: str) -> None:
     except OverCapacity:
         await close_with(protocol.OVER_CAPACITY, "Over capacity")
         return
-    await websocket.accept()
-    timeout = settings().pusher_activity_timeout
-    await websocket.send(
-        frame(
-            "pusher:connection_established",
-            {"socket_id": connection.socket_id, "activity_timeout": timeout},
-        )
-    )
-    writer: asyncio.Task[None] = asyncio.ensure_future(_write(connection))
     try:
+        await websocket.accept()
+        timeout = settings().pusher_activity_timeout
+        await websocket.send(
+            frame(
+                "pusher:connection_established",
+                {"socket_id": connection.socket_id, "activity_timeout": timeout},
+            )
+        )
         with suppress(ShuttingDown):
-            await until_shutdown(_read(hub_, connection, timeout, writer))
+            await until_shutdown(_serve(hub_, connection, timeout))
     finally:
-        writer.cancel()
-        with suppress(asyncio.CancelledError, Exception):
-            await writer
         await hub_.disconnect(connection)
 
 
-async def _write(connection: Connection) -> None:
-    """Send what the connection's listener receives; a listener that overflowed (the client
-    reads too slowly) is closed with 4100, so it reconnects after a while."""
+async def _serve(hub_: Hub, connection: Connection, activity: int) -> None:
+    """Read and write until the client leaves, goes silent, or falls too far behind (its
+    listener overflowed: the writer may be stuck in a send to a client that reads nothing, so
+    it is watched apart and cancelled)."""
+    writer: asyncio.Task[Any] = asyncio.ensure_future(_write(connection))
+    reader: asyncio.Task[Any] = asyncio.ensure_future(_read(hub_, connection, activity))
+    dropped: asyncio.Task[Any] = asyncio.ensure_future(connection.listener.overflowed.wait())
     try:
-        while True:
-            message = await connection.listener.get()
-            if message.get("except") != connection.socket_id:
-                await websocket.send(message["frame"])
-    except Overflowed:
+        done, _ = await asyncio.wait({writer, reader, dropped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (writer, reader, dropped):
+            task.cancel()
+    if dropped in done:
         log.info("pusher connection %s dropped: too slow", connection.socket_id)
-        await websocket.close(protocol.OVER_CAPACITY, "Too slow: reconnect")
+        await _close(protocol.OVER_CAPACITY, "Too slow: reconnect")
+    elif reader in done and not reader.cancelled() and reader.exception() is None:
+        await _close(*reader.result())
+    for task in done:
+        failure = None if task.cancelled() or not task.done() else task.exception()
+        if failure is not None:
+            raise failure
 
 
-async def _read(
-    hub_: Hub, connection: Connection, activity: int, writer: asyncio.Task[None]
-) -> None:
-    """Handle the client's messages until it goes quiet for longer than the activity timeout
-    (and 30 s more for its ping), or the writer ends."""
-    limit = settings().pusher_max_message_bytes
-    while not writer.done():
-        receiving: asyncio.Task[Any] = asyncio.ensure_future(websocket.receive())
-        waiting: set[asyncio.Task[Any]] = {receiving, writer}
-        done, _ = await asyncio.wait(
-            waiting, timeout=activity + 30, return_when=asyncio.FIRST_COMPLETED
-        )
-        if receiving not in done:
-            receiving.cancel()
-            if not writer.done():  # nothing heard for too long, not even a ping
-                await websocket.close(protocol.PONG_NOT_RECEIVED, "Pong reply not received")
+async def _close(code: int, reason: str) -> None:
+    """Close, but do not wait forever on a client that does not read."""
+    with suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, reason), 10)
+
+
+async def _write(connection: Connection) -> None:
+    """Send what the connection's listener receives (but the sender's own events)."""
+    while True:
+        try:
+            message = await connection.listener.get()
+        except Overflowed:
             return
-        raw = receiving.result()
+        if "close" in message:  # the broker lost messages: reconnect at once and replay
+            await _close(int(message["close"]), "Reconnect")
+            return
+        if message.get("except") != connection.socket_id:
+            await websocket.send(message["frame"])
+
+
+async def _read(hub_: Hub, connection: Connection, activity: int) -> tuple[int, str]:
+    """Handle the client's messages. Silent for ``activity`` seconds, it is pinged; silent 30 s
+    more, it is gone (4201). Returns the close code and reason."""
+    limit = settings().pusher_max_message_bytes
+    pinged = False
+    while True:
+        try:
+            raw = await asyncio.wait_for(websocket.receive(), 30 if pinged else activity)
+        except TimeoutError:
+            if pinged:
+                return protocol.PONG_NOT_RECEIVED, "Pong reply not received"
+            pinged = True
+            connection.listener.offer({"frame": frame("pusher:ping", {})})
+            continue
+        pinged = False
         if len(raw) > limit:
             connection.listener.offer(
                 {"frame": error_frame(protocol.CLIENT_EVENT_REJECTED, "Message too large")}
@@ -144,19 +167,23 @@ async def _read(
             connection.listener.offer({"frame": text})
 
 
+def valid_since(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+
+
 async def handle(hub_: Hub, connection: Connection, raw: str | bytes) -> list[str]:
     """One client message; the frames to send back to this connection only."""
     try:
         message = json.loads(raw)
         event = message["event"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return [error_frame(None, "Malformed message")]
     if not isinstance(message, dict) or not isinstance(event, str):
         return [error_frame(None, "Malformed message")]
     payload = message.get("data")
     data: dict[str, Any] = {}
     if isinstance(payload, str) and event.startswith(("pusher:", "issuer:")):
-        with suppress(ValueError):
+        with suppress(ValueError, RecursionError):
             payload = json.loads(payload)
     if isinstance(payload, dict):
         data = payload
@@ -173,15 +200,15 @@ async def handle(hub_: Hub, connection: Connection, raw: str | bytes) -> list[st
                 channel_data if isinstance(channel_data, str) else None,
             )  # fmt: skip
             frames = [succeeded]
-            if isinstance(data.get("since"), int):
+            if valid_since(data.get("since")):
                 frames += await hub_.replay(connection, channel, data["since"])
             return frames
         if event == "pusher:unsubscribe":
             await hub_.unsubscribe(connection, str(data.get("channel", "")))
             return []
         if event == "issuer:replay":
-            since = data.get("since")
-            if not isinstance(since, int):
+            since: Any = data.get("since")
+            if not valid_since(since):
                 return [error_frame(None, 'issuer:replay needs {"since": <event id>}')]
             return await hub_.replay(connection, str(message.get("channel", "")), since)
         if event.startswith("client-"):
@@ -228,7 +255,7 @@ async def channel_auth(data: ChannelAuthIn) -> ChannelAuthOut:
     if kind == "presence":
         member = json.dumps(
             {"user_id": user.entity_id.hex,
-             "user_info": {"name": user.username or user.first_name or user.email}},
+             "user_info": {"name": user.username or user.first_name or "someone"}},
             separators=(",", ":"),
         )  # fmt: skip
         return ChannelAuthOut(

@@ -38,8 +38,12 @@
     if (current === "connected" && ready.size < entities.length) report("Connecting…", "subscribing");
     else if (current !== "connected") report(states[current] || current, current);
   });
-  // The last event number seen per channel: after a reconnect, ask for what was missed.
-  const last = new Map();
+  // Events are numbered per user; the page was rendered at number `since`. After every
+  // (re)subscription, ask for what came after the last number seen (out-of-order arrivals are
+  // kept by number, so none is dropped as "seen").
+  const since = Number(root.dataset.since) || 0;
+  const seen = new Map(); // channel -> Set of event numbers shown
+  const highest = (name) => Math.max(since, ...(seen.get(name) || []));
 
   const show = (body) => {
     const item = document.createElement("li");
@@ -76,15 +80,18 @@
   for (const entity of entities) {
     const name = `private-${entity}-${user}`;
     const channel = pusher.subscribe(name);
+    seen.set(name, new Set());
     channel.bind("pusher:subscription_succeeded", () => {
       ready.add(name);
-      if (last.has(name)) pusher.send_event("issuer:replay", { since: last.get(name) }, name);
+      pusher.send_event("issuer:replay", { since: highest(name) }, name);
       if (ready.size === entities.length) report("Live.", "live");
     });
     channel.bind_global((event, body) => {
-      if (event.startsWith("pusher") || !body || !body.type) return;
-      if (last.has(name) && body.id <= last.get(name)) return; // seen (a replay overlaps)
-      last.set(name, body.id);
+      // Only the server's entity events (create, update, delete), never client events.
+      if (!["create", "update", "delete"].includes(event) || !body || !body.type) return;
+      const numbers = seen.get(name);
+      if (numbers.has(body.id) || body.id <= since) return; // a replay overlaps
+      numbers.add(body.id);
       show(body);
       if (body.type === "session.ended") sessionEnded(body);
       if (body.type === "session.opened") sessionOpened(body);

@@ -29,7 +29,18 @@ FORM_MODEL_ATTRIBUTE = "_issuer_form_model"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Routes that take a file upload: a profile picture of up to 2 MB, and the multipart around it.
+UPLOAD_PATHS = frozenset({"/api/me/picture", "/account"})
+UPLOAD_LIMIT = 2 * 1024 * 1024 + 64 * 1024
+
+
 class IssuerRequest(Request):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every other body stays within MAX_CONTENT_LENGTH (64 KiB).
+        if len(args) > 2 and args[2] in UPLOAD_PATHS and args[0] in ("POST", "PUT"):
+            kwargs["max_content_length"] = UPLOAD_LIMIT
+        super().__init__(*args, **kwargs)
+
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
             return await super().get_json(force, silent, cache)

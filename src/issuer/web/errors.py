@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, current_app, g, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import (
     QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
@@ -41,6 +41,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
+    errors.PreconditionRequired: 428,
     errors.InvalidInput: 422,
     errors.Unavailable: 503,
 }
@@ -85,18 +86,32 @@ def _code_for(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
 
+# ``app.extensions[HTML_ERRORS]``: renders the HTML error page of a page that asked for one
+# (``g.html_errors``), from the error (or ``None``) and the status.
+HTML_ERRORS = "issuer.html_errors"
+
+
+async def as_html(exc: errors.DomainError | None, status: int) -> Any:
+    render = current_app.extensions.get(HTML_ERRORS)
+    if render is None or not g.get("html_errors"):
+        return None
+    return await render(exc, status)
+
+
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(errors.DomainError)
-    async def handle_domain_error(exc: errors.DomainError) -> Response:
-        return domain_error_response(exc)
+    async def handle_domain_error(exc: errors.DomainError) -> Any:
+        return await as_html(exc, status_of(exc)) or domain_error_response(exc)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def handle_validation_error(exc: RequestSchemaValidationError) -> Response:
         return await validation_response(app, exc)
 
     @app.errorhandler(HTTPException)
-    async def handle_http_exception(exc: HTTPException) -> Response:
+    async def handle_http_exception(exc: HTTPException) -> Any:
         status = exc.code or 500
+        if status in (403, 404) and (page := await as_html(None, status)) is not None:
+            return page
         # Keep the headers that carry meaning: Allow (405), Retry-After (429, 503).
         kept = {"allow", "retry-after"}
         headers = {k: v for k, v in exc.get_headers() if k.lower() in kept}

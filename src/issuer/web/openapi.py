@@ -142,7 +142,13 @@ class IssuerOpenAPI(OpenAPIProvider):
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 }
         if any(p.get("in") == "path" for p in operation.get("parameters", [])):
-            responses.setdefault(404, error("No such route (a path parameter out of its limits)"))
+            no_route = error("No such route (a path parameter out of its limits)")
+            if 404 in responses and page and method == "get":  # the page's 404, or no route
+                responses[404] = {
+                    "description": "Not found: the HTML page, or (no such route) the JSON error",
+                    "content": {**responses[404]["content"], **no_route["content"]},
+                }
+            responses.setdefault(404, no_route)
         body = getattr(func, QUART_SCHEMA_REQUEST_ATTRIBUTE, None)
         if body is not None:
             if body[1].name == "JSON":

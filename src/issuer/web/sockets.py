@@ -34,6 +34,9 @@ async def until_shutdown(awaitable: Awaitable[T]) -> T:
     stopping = asyncio.ensure_future(shutdown.wait())
     try:
         await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the client went away: the work stops with the handler
+        work.cancel()
+        raise
     finally:
         stopping.cancel()
     if work.done():
