@@ -14,6 +14,7 @@ from issuer.clock import ManualClock
 from issuer.db import utcnow
 from issuer.services import services_of
 from tests.accounts.conftest import (
+    PASSWORD,
     assert_error,
     bearer,
     claims_of,
@@ -213,3 +214,28 @@ async def test_refresh_bad_bodies(client: Any) -> None:
         400,
         "Please use 'application/json'",
     )
+
+
+async def test_a_logout_during_a_password_change_never_deadlocks(app: Quart, client: Any) -> None:
+    """Both lock the user's row and a session row (the entity events number per user): they
+    take them in the same order, so running them at once never ends in a deadlock (500)."""
+    await client.post("/register", json={"username": "racer", "password": PASSWORD})
+    for round_ in range(2):  # (the login rate limit allows 5 per account and minute)
+        password = PASSWORD if round_ % 2 == 0 else PASSWORD + "!"
+        first = await (
+            await client.post("/login", json={"username": "racer", "password": password})
+        ).get_json()
+        other = await (
+            await client.post("/login", json={"username": "racer", "password": password})
+        ).get_json()
+        new = PASSWORD + "!" if round_ % 2 == 0 else PASSWORD
+        change, logout = await asyncio.gather(
+            client.post(
+                "/update_password",
+                json={"existing_password": password, "new_password": new},
+                headers={"Authorization": f"Bearer {first['token']}"},
+            ),
+            client.post("/logout", headers={"Authorization": f"Bearer {other['token']}"}),
+        )
+        assert change.status_code == 200, await change.get_data(as_text=True)
+        assert logout.status_code in (200, 401), await logout.get_data(as_text=True)

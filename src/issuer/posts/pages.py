@@ -95,7 +95,7 @@ async def user_page(username: str, query_args: PageQuery) -> Any:
     return await page("posts/home.html", found=found, heading=heading, base=f"/user/{username}")
 
 
-@blueprint.get("/post/<int(max=2147483647):post_id>")
+@blueprint.get("/post/<row_id:post_id>")
 @html_page(200, 404)
 async def post_page(post_id: int) -> Any:
     """One post; its author sees update and delete."""
@@ -125,7 +125,7 @@ async def new_post(data: PostForm) -> Any:
     return redirect(f"/post/{view.post.id}", 303)
 
 
-@blueprint.get("/post/<int(max=2147483647):post_id>/update")
+@blueprint.get("/post/<row_id:post_id>/update")
 @html_page(200, 302, 403, 404)
 async def update_post_page(post_id: int) -> Any:
     """The update form of your post (403 for someone else's)."""
@@ -140,7 +140,7 @@ async def update_post_page(post_id: int) -> Any:
     )
 
 
-@blueprint.post("/post/<int(max=2147483647):post_id>/update")
+@blueprint.post("/post/<row_id:post_id>/update")
 @validate_request(UpdateForm, source=DataSource.FORM)
 @html_page(303)
 @document_response(ErrorBody, 403)
@@ -158,7 +158,7 @@ async def update_post(post_id: int, data: UpdateForm) -> Any:
     return redirect(f"/post/{post_id}", 303)
 
 
-@blueprint.post("/post/<int(max=2147483647):post_id>/delete")
+@blueprint.post("/post/<row_id:post_id>/delete")
 @validate_request(CsrfForm, source=DataSource.FORM)
 @html_page(303)
 @document_response(ErrorBody, 403)

@@ -117,7 +117,7 @@ async def user_posts(username: str, query_args: PageQuery) -> Any:
     return body, 200, headers
 
 
-@blueprint.get("/api/posts/<int(max=2147483647):post_id>")
+@blueprint.get("/api/posts/<row_id:post_id>")
 @validate_response(PostOut)
 @document_response(ErrorBody, 404)
 async def get_post(post_id: int) -> Any:
@@ -142,7 +142,7 @@ async def create_post(data: PostIn) -> Any:
     return post_out(view), 201, headers
 
 
-@blueprint.patch("/api/posts/<int(max=2147483647):post_id>")
+@blueprint.patch("/api/posts/<row_id:post_id>")
 @login_required
 @validate_request(PostPatch)
 @validate_response(PostOut)
@@ -161,7 +161,7 @@ async def edit_post(post_id: int, data: PostPatch) -> Any:
     return post_out(view), 200, {"ETag": etag_of(view)}
 
 
-@blueprint.delete("/api/posts/<int(max=2147483647):post_id>")
+@blueprint.delete("/api/posts/<row_id:post_id>")
 @login_required
 @takes_no_body
 @validate_response(Message)

@@ -49,6 +49,19 @@ class ProviderConverter(BaseConverter):
     regex = "(?!passkey(?![a-z0-9_-]))[a-z][a-z0-9_-]{0,30}"
 
 
+class RowIdConverter(BaseConverter):
+    """``<row_id:name>``: a row's integer id (a post's), up to 9 digits so it always fits the
+    database's 32-bit integers; anything else does not match (404)."""
+
+    regex = "[0-9]{1,9}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: object) -> str:
+        return str(value)
+
+
 class IssuerApp(Quart):
     request_class = IssuerRequest
 
@@ -56,6 +69,7 @@ class IssuerApp(Quart):
         super().__init__(*args, **kwargs)
         self.url_map.converters["public_id"] = PublicIdConverter
         self.url_map.converters["provider"] = ProviderConverter
+        self.url_map.converters["row_id"] = RowIdConverter
 
     def create_url_adapter(self, request: Any) -> Any:
         try:

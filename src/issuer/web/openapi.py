@@ -35,7 +35,7 @@ from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, BaseConverter, UnicodeConverter
 
 from issuer.schemas import ErrorBody
-from issuer.web.application import ProviderConverter, PublicIdConverter
+from issuer.web.application import ProviderConverter, PublicIdConverter, RowIdConverter
 
 # "token" (an access token), "optional_token" (anonymous, or a token that changes the call),
 # "login" (a token or the cookie), "webhook" (the webhook key)
@@ -110,6 +110,8 @@ class IssuerOpenAPI(OpenAPIProvider):
             parameter["schema"] = schema
         elif isinstance(converter, PublicIdConverter | ProviderConverter):
             parameter["schema"] = {"type": "string", "pattern": f"^{converter.regex}$"}
+        elif isinstance(converter, RowIdConverter):
+            parameter["schema"] = {"type": "integer", "minimum": 0, "maximum": 999_999_999}
         return parameter
 
     def build_request_body(self, model: Any, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
