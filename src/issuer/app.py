@@ -74,7 +74,7 @@ def create_app(
     ``agent`` and ``clock`` replace the configured agent and the system clock (tests)."""
     settings = Settings(**(overrides or {}))
     configure_logging(settings.log_level)
-    server.install()
+    server.install(settings.ws_compression)
     app = IssuerApp(__name__)
     server.notify_shutdown(app)
     app.config.update(

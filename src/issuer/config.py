@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     social_timeout: float = 5.0
 
     # --- realtime (websockets) -----------------------------------------------------------------
+    # permessage-deflate on websockets: "off" (~90 KB less per socket), "no-context-takeover"
+    # (each message compressed alone), or "on" (hypercorn's default).
+    ws_compression: Literal["off", "no-context-takeover", "on"] = "off"
     # Messages a websocket may fall behind before it is dropped (closed; the client reconnects).
     realtime_queue_size: int = 256
     # The Pusher Channels app (004's PUSHER_APP_ID, PUSHER_API_KEY, PUSHER_API_SECRET). Unset,

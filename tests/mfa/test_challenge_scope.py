@@ -27,18 +27,18 @@ async def test_the_challenge_token_is_refused_everywhere_else(app: Quart, client
             if "bearer" not in schemes:
                 continue
             # A value each path parameter's pattern takes (a public id, a provider name).
-            patterns = {
-                p["name"]: p["schema"].get("pattern", "")
-                for p in operation.get("parameters", [])
-                if p["in"] == "path"
+            # A value each path parameter takes: a row id, a provider name, a public id.
+            schemas = {
+                p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "path"
             }
-            url = re.sub(
-                r"\{([^}]+)\}",
-                lambda m, patterns=patterns: (
-                    "x" if "[a-z]" in patterns.get(m.group(1), "") else "0" * 32
-                ),
-                path,
-            )
+
+            def value(name: str, schemas: dict[str, Any] = schemas) -> str:
+                schema = schemas.get(name, {})
+                if schema.get("type") == "integer":
+                    return "1"
+                return "x" if "[a-z]" in schema.get("pattern", "") else "0" * 32
+
+            url = re.sub(r"\{([^}]+)\}", lambda m: value(m.group(1)), path)
             response = await fresh.open(url, method=method.upper(), json={}, headers=bearer(token))
             await assert_error(response, 401)
             checked.append(f"{method.upper()} {path}")

@@ -18,6 +18,12 @@ clients see.
   SIGKILLed master left it serving. :func:`tie_worker_to_master` makes SIGTERM in the worker a
   SIGTERM to the master (hypercorn's own graceful path) and shuts the worker down gracefully
   when the master is gone.
+- **Compression.** ``Handshake.accept()`` (``ws_stream.py``) always offers and accepts
+  ``PerMessageDeflate()``: ~90 KB of zlib state per open websocket. ``ISSUER_WS_COMPRESSION``
+  picks what the name ``PerMessageDeflate`` there means: ``off`` (the default: an extension
+  that declines every offer, so the ``101`` carries no ``Sec-WebSocket-Extensions``),
+  ``no-context-takeover`` (compress each message on its own, nothing kept between messages),
+  or ``on`` (hypercorn's behaviour).
 - **Close frames on bad input.** For a malformed frame wsproto yields a ``CloseConnection``
   (1002, or 1007 for invalid UTF-8) while its state is still OPEN, and hypercorn then drops the
   TCP connection without a close frame (``ws_stream.py`` answers a close only in
@@ -40,6 +46,7 @@ from typing import Any
 from quart import Quart
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event
+from wsproto.extensions import PerMessageDeflate
 
 log = logging.getLogger(__name__)
 TESTED = {"hypercorn": ("0.18.",), "wsproto": ("1.2.", "1.3.")}
@@ -82,12 +89,37 @@ def _shutdown_started() -> None:
             event.set()
 
 
-def install() -> None:
-    """Apply the adapters (idempotent)."""
+class DeclinedDeflate(PerMessageDeflate):
+    """permessage-deflate that is never agreed to (``ISSUER_WS_COMPRESSION=off``)."""
+
+    def accept(self, offer: str) -> bool:
+        return False
+
+
+class MessageDeflate(PerMessageDeflate):
+    """permessage-deflate without context takeover either way (RFC 7692 §7.1.1): each message
+    is compressed alone, so no zlib state lives between messages."""
+
+    def __init__(self) -> None:
+        super().__init__(client_no_context_takeover=True, server_no_context_takeover=True)
+
+
+COMPRESSION: dict[str, type[PerMessageDeflate]] = {
+    "off": DeclinedDeflate,
+    "no-context-takeover": MessageDeflate,
+    "on": PerMessageDeflate,
+}
+
+
+def install(compression: str = "off") -> None:
+    """Apply the adapters (idempotent); ``compression`` as ``ISSUER_WS_COMPRESSION``."""
     check_versions()
     import hypercorn.asyncio.run as run
     import hypercorn.protocol.ws_stream as ws_stream
     from hypercorn.protocol.events import StreamClosed
+
+    # The name ``Handshake.accept()`` instantiates for every websocket.
+    setattr(ws_stream, "PerMessageDeflate", COMPRESSION[compression])  # noqa: B010
 
     # The name ``Handshake.accept()`` instantiates.
     setattr(ws_stream, "Connection", ClosingConnection)  # noqa: B010
