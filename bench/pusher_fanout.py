@@ -73,17 +73,38 @@ def signed_event(app_id: str, key: str, secret: str, body: bytes) -> dict[str, s
     return params
 
 
+class Arrivals:
+    """When each client got each event; ``done[n]`` is set once every client has event n."""
+
+    def __init__(self, clients: int) -> None:
+        self.clients = clients
+        self.count: dict[int, int] = {}
+        self.done: dict[int, asyncio.Event] = {}
+
+    def event(self, n: int) -> asyncio.Event:
+        return self.done.setdefault(n, asyncio.Event())
+
+    def arrived(self, n: int) -> None:
+        self.count[n] = self.count.get(n, 0) + 1
+        if self.count[n] == self.clients:
+            self.event(n).set()
+
+
 class Client:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.arrivals: dict[int, float] = {}
         self.socket_id = ""
+        self.board: Arrivals | None = None
 
     async def run(self) -> None:
         async for raw in self.connection:
             message = json.loads(raw)
             if message.get("event") == "tick":
-                self.arrivals[json.loads(message["data"])["n"]] = time.perf_counter()
+                n = json.loads(message["data"])["n"]
+                self.arrivals[n] = time.perf_counter()
+                if self.board is not None:
+                    self.board.arrived(n)
 
 
 async def connect(url: str, channel: str, auth: str | None = None) -> Client:
@@ -111,6 +132,9 @@ async def fan_out(base: str, ws: str, args: argparse.Namespace, worker: int) -> 
         )
     await asyncio.sleep(1)  # let the worker settle before reading its memory
     rss_after = rss_mb(worker)
+    board = Arrivals(len(clients))
+    for client in clients:
+        client.board = board
     readers = [asyncio.create_task(c.run()) for c in clients]
     last: list[float] = []
     every: list[float] = []
@@ -125,10 +149,7 @@ async def fan_out(base: str, ws: str, args: argparse.Namespace, worker: int) -> 
                 headers={"Content-Type": "application/json"},
             )  # fmt: skip
             answer.raise_for_status()
-            deadline = time.monotonic() + 30
-            while any(n not in c.arrivals for c in clients):
-                assert time.monotonic() < deadline, f"event {n} did not reach every client"
-                await asyncio.sleep(0.001)
+            await asyncio.wait_for(board.event(n).wait(), 30)  # every client has it
             times = [(c.arrivals[n] - sent) for c in clients]
             last.append(max(times))
             every.extend(times)
