@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +31,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from playwright.async_api import Page
+
+from tests.support import node as node_support
+from tests.support.node import package_ready, require_package
 
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 PROVIDER_SCRIPT = OIDC_DIR / "provider.mjs"
@@ -45,28 +47,16 @@ TokenAuthMethod = Literal["client_secret_post", "client_secret_basic"]
 
 
 def node_modules_ready() -> bool:
-    """True when ``tests/support/oidc/node_modules`` holds the pinned ``oidc-provider``."""
-    manifest = OIDC_DIR / "node_modules" / PACKAGE / "package.json"
-    try:
-        return bool(json.loads(manifest.read_text()).get("version") == VERSION)
-    except (OSError, ValueError):
-        return False
+    """True when the pinned ``{PACKAGE}`` is installed next to this harness."""
+    return package_ready(OIDC_DIR, PACKAGE, VERSION)
 
 
 def require_node_modules() -> None:
-    """Fail (never skip) when the provider's npm packages are not installed."""
-    if not node_modules_ready():
-        raise RuntimeError(
-            f"{PACKAGE} {VERSION} is not installed in {OIDC_DIR}/node_modules: run "
-            f"`npm ci` in tests/support/oidc (or `make test`, which does it)"
-        )
+    require_package(OIDC_DIR, PACKAGE, VERSION)
 
 
 def node_binary() -> str:
-    node = os.environ.get("NODE_BIN") or shutil.which("node")
-    if not node:
-        raise RuntimeError("node is not on PATH (set NODE_BIN): the OIDC provider needs Node.js")
-    return node
+    return node_support.node_binary("the OIDC provider")
 
 
 @dataclass

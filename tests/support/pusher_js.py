@@ -43,12 +43,14 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support import node as node_support
+from tests.support.node import package_ready, require_package
 
 PUSHER_DIR = Path(__file__).resolve().parent / "pusher"
 CLIENT_SCRIPT = PUSHER_DIR / "client.mjs"
@@ -77,28 +79,16 @@ class SubscriptionRefused(Exception):
 
 
 def node_modules_ready() -> bool:
-    """True when ``tests/support/pusher/node_modules`` holds the pinned ``pusher-js``."""
-    manifest = PUSHER_DIR / "node_modules" / PACKAGE / "package.json"
-    try:
-        return bool(json.loads(manifest.read_text()).get("version") == VERSION)
-    except (OSError, ValueError):
-        return False
+    """True when the pinned ``{PACKAGE}`` is installed next to this harness."""
+    return package_ready(PUSHER_DIR, PACKAGE, VERSION)
 
 
 def require_node_modules() -> None:
-    """Fail (never skip) when the client's npm packages are not installed."""
-    if not node_modules_ready():
-        raise RuntimeError(
-            f"{PACKAGE} {VERSION} is not installed in {PUSHER_DIR}/node_modules: run "
-            f"`npm ci` in tests/support/pusher (or `make test`, which does it)"
-        )
+    require_package(PUSHER_DIR, PACKAGE, VERSION)
 
 
 def node_binary() -> str:
-    node = os.environ.get("NODE_BIN") or shutil.which("node")
-    if not node:
-        raise RuntimeError("node is not on PATH (set NODE_BIN): pusher-js needs Node.js")
-    return node
+    return node_support.node_binary("pusher-js")
 
 
 class PusherJs:
