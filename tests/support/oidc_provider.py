@@ -47,7 +47,7 @@ TokenAuthMethod = Literal["client_secret_post", "client_secret_basic"]
 
 
 def node_modules_ready() -> bool:
-    """True when the pinned ``{PACKAGE}`` is installed next to this harness."""
+    """True when the pinned npm package is installed next to this harness."""
     return package_ready(OIDC_DIR, PACKAGE, VERSION)
 
 

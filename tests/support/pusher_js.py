@@ -79,7 +79,7 @@ class SubscriptionRefused(Exception):
 
 
 def node_modules_ready() -> bool:
-    """True when the pinned ``{PACKAGE}`` is installed next to this harness."""
+    """True when the pinned npm package is installed next to this harness."""
     return package_ready(PUSHER_DIR, PACKAGE, VERSION)
 
 

@@ -6,6 +6,7 @@ secrets are consumed by one conditional ``UPDATE`` whose row count decides (ASVS
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, or_, select, update
@@ -37,6 +38,11 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return await session.scalar(select(User).where(User.username_key == username_key(username)))
+
+
+async def user_by_entity(session: AsyncSession, entity_id: uuid.UUID) -> User | None:
+    """The user whose public id (``entity_id``) this is."""
+    return await session.scalar(select(User).where(User.entity_id == entity_id))
 
 
 async def add_user(session: AsyncSession, user: User) -> User:

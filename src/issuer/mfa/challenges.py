@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.accounts import queries as account_queries
 from issuer.accounts.models import User
 from issuer.clock import Clock
 from issuer.db import Database
@@ -82,7 +83,7 @@ class MfaChallenges:
         """Count one attempt at the challenge (its own transaction: a wrong code still counts);
         the user it belongs to. Refused when spent, expired or out of attempts."""
         async with self.db.transaction() as session:
-            user = await queries.user_by_entity(session, uuid.UUID(claims.sub))
+            user = await account_queries.user_by_entity(session, uuid.UUID(claims.sub))
             if user is None or not user.active:
                 raise refused()
             if not await queries.count_attempt(

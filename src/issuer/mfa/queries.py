@@ -135,10 +135,6 @@ async def spend_challenge(
     )
 
 
-async def user_by_entity(session: AsyncSession, entity_id: uuid.UUID) -> User | None:
-    return await session.scalar(select(User).where(User.entity_id == entity_id))
-
-
 # --- passkeys ---------------------------------------------------------------------------------
 
 

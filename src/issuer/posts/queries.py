@@ -85,16 +85,3 @@ async def pictures_of(session: AsyncSession, user_ids: list[int]) -> dict[int, s
         )
     )
     return {int(user_id): str(etag) for user_id, etag in rows}
-
-
-async def user_by_username(session: AsyncSession, username: str) -> User | None:
-    from issuer.accounts.identifiers import username_key
-
-    return await session.scalar(select(User).where(User.username_key == username_key(username)))
-
-
-async def user_id_by_entity(session: AsyncSession, entity_hex: str) -> int | None:
-    import uuid
-
-    found = await session.scalar(select(User.id).where(User.entity_id == uuid.UUID(hex=entity_hex)))
-    return int(found) if found is not None else None

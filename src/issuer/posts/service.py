@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.accounts import queries as accounts
 from issuer.accounts.events import user_event
 from issuer.accounts.models import User
 from issuer.accounts.sessions import Principal
@@ -86,7 +88,7 @@ class Posts:
         async with self.db.session() as session:
             user = None
             if author is not None:
-                user = await queries.user_by_username(session, author)
+                user = await accounts.user_by_username(session, author)
                 if user is None:
                     raise NotFound("No such user.", code="unknown_user")
             author_id = user.id if user else None
@@ -173,5 +175,5 @@ class Posts:
 
     async def picture_by_entity(self, entity_hex: str) -> ProfilePicture | None:
         async with self.db.session() as session:
-            user_id = await queries.user_id_by_entity(session, entity_hex)
-            return await queries.picture_of(session, user_id) if user_id else None
+            user = await accounts.user_by_entity(session, uuid.UUID(hex=entity_hex))
+            return await queries.picture_of(session, user.id) if user else None

@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from issuer.accounts.models import User
+from issuer.accounts import queries as accounts
 from issuer.clock import Clock
 from issuer.db import Database
 from issuer.outbox import queries as outbox_queries
@@ -321,11 +322,11 @@ class Hub:
         entity, user_hex = owner
         topics = [t for t, (e, _) in ENTITY_EVENTS.items() if e == entity]
         async with self.db.session() as session:
-            user_id = await session.scalar(select(User.id).where(User.entity_id == _uuid(user_hex)))
-            if user_id is None:
+            user = await accounts.user_by_entity(session, uuid.UUID(hex=user_hex))
+            if user is None:
                 return []
             rows = await outbox_queries.user_events_since(
-                session, user_id, since, topics=topics,
+                session, user.id, since, topics=topics,
                 after=self.clock.now() - self.replay_window, limit=self.replay_max,
             )  # fmt: skip
         frames = []
@@ -380,12 +381,6 @@ class Hub:
 
 def topic(channel: str) -> str:
     return f"pusher:{channel}"
-
-
-def _uuid(hex_id: str) -> Any:
-    import uuid
-
-    return uuid.UUID(hex=hex_id)
 
 
 def presence_member(channel_data: str | None) -> tuple[str, Any] | None:
