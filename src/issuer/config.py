@@ -80,6 +80,29 @@ class Settings(BaseSettings):
     body_timeout: float = 10.0
     # When set, GET /metrics needs "Authorization: Bearer <token>".
     metrics_token: str = ""
+    # "text" (one readable line per event, the development default) or "json" (one JSON object
+    # per line for a log collector).
+    log_format: Literal["text", "json"] = "text"
+    # Plain-HTTP page requests are redirected to HTTPS; plain-HTTP API requests answer 403.
+    # Behind a TLS-terminating proxy list it in ISSUER_TRUSTED_PROXIES (X-Forwarded-Proto).
+    force_https: bool = False
+    # The git revision this build is (the image sets it at build time); empty: unknown.
+    git_revision: str = ""
+
+    # --- error tracking (each off unless configured) -------------------------------------
+    # A Sentry DSN (Sentry, self-hosted Sentry or GlitchTip).
+    sentry_dsn: str = ""
+    # The environment and release reported with each event (default: ISSUER_ENV, and the
+    # version plus git revision).
+    sentry_environment: str = ""
+    sentry_release: str = ""
+    # Share of errors sent (1.0: all), and of requests traced for performance (0: none).
+    sentry_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    sentry_traces_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # Rollbar (004's error tracker): a project's post_server_item access token.
+    rollbar_access_token: str = ""
+    rollbar_environment: str = ""
+    rollbar_endpoint: str = "https://api.rollbar.com/api/1/"
 
     # --- accounts ----------------------------------------------------------------------------
     jwt_issuer: str = "issuer"
