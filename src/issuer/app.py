@@ -42,6 +42,8 @@ from issuer.mfa.challenges import MfaChallenges
 from issuer.mfa.passkeys import Passkeys
 from issuer.mfa.service import Totp
 from issuer.ops.metrics import register_metrics
+from issuer.ops.routes import register_release
+from issuer.ops.tracking import register_error_tracking
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
 from issuer.outbox.dispatcher import Dispatcher
@@ -50,18 +52,17 @@ from issuer.posts.service import Posts
 from issuer.realtime.broker import Broker, PostgresBroker
 from issuer.realtime.hub import Hub
 from issuer.realtime.protocol import PusherApp
+from issuer.release import VERSION, Release
 from issuer.services import Services
 from issuer.social.providers import Facebook, GitHub, OpenIdProvider, Provider, ProviderHttp
 from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
-from issuer.web import server
+from issuer.web import proxy, server
 from issuer.web.application import IssuerApp
 from issuer.web.context import EXTENSION
 from issuer.web.errors import register_error_handlers
 from issuer.web.headers import register_web_hooks
 from issuer.web.openapi import SECURITY_SCHEMES, IssuerOpenAPI
-
-VERSION = "0.1.0"
 
 
 def create_app(
@@ -123,7 +124,12 @@ def create_app(
     app.extensions[HTML_ERRORS] = error_page
     register_web_hooks(app, secure=not settings.development)
     register_metrics(app)
+    release = Release.current(settings.git_revision)
+    register_release(app, release)
+    register_error_tracking(app, settings, release)
     register_cli(app)
+    if services.trusted_proxies or settings.force_https:
+        proxy.install(app, services.trusted_proxies, force_https=settings.force_https)
     return app
 
 

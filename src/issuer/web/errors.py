@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from issuer import errors
 from issuer.db import database_unavailable
+from issuer.ops.tracking import report_unexpected
 from issuer.schemas import Input, Refusal
 from issuer.web.bodies import FORM_MODEL_ATTRIBUTE, NOT_JSON, is_form
 
@@ -125,6 +126,7 @@ def register_error_handlers(app: Quart) -> None:
                 503, "database_unavailable", UNAVAILABLE, None, {"Retry-After": "2"}
             )
         log.exception("unhandled error")
+        report_unexpected(exc)  # to Sentry and Rollbar, when configured
         return error_response(500, "internal_error", "Something went wrong on our side.")
 
 
