@@ -13,7 +13,8 @@ from tests.fakes import FakeAgent
 
 
 async def test_liveness_and_readiness(client: Any, fake_agent: FakeAgent) -> None:
-    assert (await (await client.get("/health")).get_json()) == {"status": "ok"}
+    health = await (await client.get("/health")).get_json()
+    assert health["status"] == "ok" and set(health) == {"status", "version", "revision"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert await ready.get_json() == {"status": "ok", "database": "ok", "agent": "ok"}

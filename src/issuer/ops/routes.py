@@ -1,23 +1,40 @@
-"""Health and metrics for operators: liveness, readiness (database and agent), Prometheus."""
+"""Health and metrics for operators: liveness with the running build, readiness (database and
+agent), and the ``issuer_build_info`` metric."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel
-from quart import Blueprint
+from prometheus_client import Gauge
+from pydantic import BaseModel, ConfigDict
+from quart import Blueprint, Quart, current_app
 from quart_schema import document_response, validate_response
 from sqlalchemy import text
 
+from issuer.release import Release
 from issuer.web.context import services
 
 blueprint = Blueprint("ops", __name__)
 READY_TIMEOUT = 2.0
+# app.extensions key of the one Health answer, built by register_release().
+HEALTH = "issuer.health"
+# Always 1; the labels say which build runs. "max" keeps one series per label set across
+# hypercorn workers in multiprocess mode (each worker writes 1), and is plain in one process.
+BUILD_INFO = Gauge(
+    "issuer_build_info",
+    "The running build: its version and git revision (always 1)",
+    ["version", "revision"],
+    multiprocess_mode="max",
+)
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     status: str
+    version: str
+    revision: str
 
 
 class Readiness(BaseModel):
@@ -29,8 +46,22 @@ class Readiness(BaseModel):
 @blueprint.get("/health")
 @validate_response(Health)
 async def health() -> Health:
-    """Liveness: the process answers. Checks nothing else, by design."""
-    return Health(status="ok")
+    """Liveness: the process answers, with its version and git revision.
+
+    Checks nothing else, by design."""
+    found: Health = current_app.extensions[HEALTH]
+    return found
+
+
+def register_release(app: Quart, release: Release) -> None:
+    """Build ``GET /health``'s answer once (a hot path) and set ``issuer_build_info``.
+
+    The gauge is process-wide: the label set of an app built earlier in this process (tests)
+    is cleared first, so the metric names one build.
+    """
+    app.extensions[HEALTH] = Health(status="ok", version=release.version, revision=release.revision)
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(release.version, release.revision).set(1)
 
 
 async def _database_ok() -> bool:
