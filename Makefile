@@ -56,11 +56,13 @@ acapy: $(ACAPY_VENV)/bin/aca-py
 
 # Debian's Chromium for the browser tests (Playwright cannot download its own browser here),
 # docker-compose, whose offline `config` command validates compose.yaml (there is no engine),
-# and zbar-tools, whose zbarimg reads the MFA QR codes back in the tests.
+# zbar-tools, whose zbarimg reads the MFA QR codes back in the tests, and prometheus, whose
+# promtool checks deploy/monitoring's configuration and tests its alerts.
 browser:
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v zbarimg >/dev/null || missing="$$missing zbar-tools"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

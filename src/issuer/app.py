@@ -11,7 +11,6 @@ import secrets
 from typing import Any
 
 from quart import Quart
-from quart_auth import QuartAuth
 from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
@@ -19,6 +18,8 @@ from issuer.accounts.cli import register_cli
 from issuer.accounts.emails import AccountEmails
 from issuer.accounts.limits import BudgetRateLimiter, ExpiringRedisStore, ip_key
 from issuer.accounts.passwords import Passwords
+from issuer.accounts.principals import CHANNEL as PRINCIPALS_CHANNEL
+from issuer.accounts.principals import PrincipalCache
 from issuer.accounts.service import Accounts
 from issuer.accounts.sessions import LoginSessions
 from issuer.accounts.signin import SignIn
@@ -41,8 +42,8 @@ from issuer.logs import configure_logging
 from issuer.mfa.challenges import MfaChallenges
 from issuer.mfa.passkeys import Passkeys
 from issuer.mfa.service import Totp
-from issuer.ops.metrics import register_metrics
-from issuer.ops.routes import register_release
+from issuer.ops.metrics import REQUESTS, register_metrics
+from issuer.ops.routes import HEALTH, register_release
 from issuer.ops.tracking import register_error_tracking
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.delivery import Delivery
@@ -58,10 +59,10 @@ from issuer.social.providers import Facebook, GitHub, OpenIdProvider, Provider, 
 from issuer.social.service import SocialLogin
 from issuer.supervisor import Supervisor
 from issuer.web import proxy, server
-from issuer.web.application import IssuerApp
+from issuer.web.application import IssuerApp, LazyQuartAuth
 from issuer.web.context import EXTENSION
 from issuer.web.errors import register_error_handlers
-from issuer.web.headers import register_web_hooks
+from issuer.web.observe import RequestObserver
 from issuer.web.openapi import SECURITY_SCHEMES, IssuerOpenAPI
 
 
@@ -74,8 +75,8 @@ def create_app(
     """Build the app. ``overrides`` replace settings read from ``ISSUER_*`` and ``.env``;
     ``agent`` and ``clock`` replace the configured agent and the system clock (tests)."""
     settings = Settings(**(overrides or {}))
-    configure_logging(settings.log_level)
-    server.install(settings.ws_compression)
+    configure_logging(settings.log_level, settings.log_format)
+    server.install(settings.ws_compression, reuse_port=settings.reuse_port)
     app = IssuerApp(__name__)
     server.notify_shutdown(app)
     app.config.update(
@@ -106,7 +107,7 @@ def create_app(
         openapi_provider_class=IssuerOpenAPI,
         security_schemes=SECURITY_SCHEMES,
     )
-    QuartAuth(app)
+    LazyQuartAuth(app)
     store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     BudgetRateLimiter(app, store=store, key_function=ip_key)
 
@@ -114,6 +115,7 @@ def create_app(
     app.extensions[EXTENSION] = services
     app.before_serving(server.tie_worker_to_master)
     app.before_serving(services.start)
+    app.before_serving(server.freeze_startup_heap)
     app.after_serving(services.stop)
 
     register_blueprints(app, settings)
@@ -122,7 +124,6 @@ def create_app(
     from issuer.web.errors import HTML_ERRORS
 
     app.extensions[HTML_ERRORS] = error_page
-    register_web_hooks(app, secure=not settings.development)
     register_metrics(app)
     release = Release.current(settings.git_revision)
     register_release(app, release)
@@ -130,6 +131,12 @@ def create_app(
     register_cli(app)
     if services.trusted_proxies or settings.force_https:
         proxy.install(app, services.trusted_proxies, force_https=settings.force_https)
+    # Outermost, so answers the proxy layer gives itself carry a request id and headers too.
+    observer = RequestObserver(app.asgi_app, secure=not settings.development, latency=REQUESTS)
+    # The bytes Quart's JSON provider sends outside debug: compact, sorted keys, a newline.
+    health = app.json.dumps(app.extensions[HEALTH].model_dump(), separators=(",", ":")) + "\n"
+    observer.answer_directly("/health", health.encode(), b"application/json")
+    app.asgi_app = observer  # type: ignore[method-assign]
     return app
 
 
@@ -150,6 +157,8 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
             asyncpg_dsn(settings.database_url), db, clock, queue_size=settings.realtime_queue_size
         )
     broker.on_reconnect(snapshot_replay(db))
+    principals = PrincipalCache()
+    broker.watch(PRINCIPALS_CHANNEL, principals.notified, principals.listening)
     hub = Hub(
         db, broker, clock, PusherApp(*settings.pusher_credentials),
         max_connections=settings.pusher_max_connections,
@@ -192,6 +201,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         session_ttl=settings.session_ttl,
         idle_timeout=settings.session_idle_timeout,
         refresh_grace=settings.refresh_grace,
+        principals=principals,
     )
     challenges = MfaChallenges(
         db,

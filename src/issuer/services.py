@@ -32,6 +32,7 @@ from issuer.lib.tokens import TokenCodec
 from issuer.mfa.challenges import MfaChallenges
 from issuer.mfa.passkeys import Passkeys
 from issuer.mfa.service import Totp
+from issuer.ops.metrics import sample_pool_every
 from issuer.outbox.amqp import EventPublisher
 from issuer.outbox.dispatcher import Dispatcher
 from issuer.outbox.service import Outbox
@@ -93,6 +94,7 @@ class Services:
         )
         self.supervisor.run("housekeeping", self.housekeeping)
         self.supervisor.run("channel subscriptions", self.hub.heartbeat)
+        self.supervisor.run("pool metrics", lambda stopping: sample_pool_every(self.db, stopping))
         if self.settings.development:
             app_id, key, secret = self.settings.pusher_credentials
             log.warning(

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from quart import request
-from quart_rate_limiter import KeyCallable, RateLimit, RateLimiter
+from quart import Response, current_app, request
+from quart_rate_limiter import KeyCallable, RateLimit, RateLimiter, RateLimitExceeded
 from quart_rate_limiter.redis_store import RedisStore
 
 from issuer.accounts.identifiers import email_key
 from issuer.lib.tokens import Purpose, TokenExpired, TokenInvalid
+from issuer.ops.metrics import LOGINS
 from issuer.web.bodies import FORM_TYPES
 from issuer.web.client import remote_ip
 from issuer.web.context import services, settings
@@ -77,10 +79,12 @@ class ConfiguredLimit(RateLimit):
         key: KeyCallable,
         *,
         budget: str | None = None,
+        sign_in: bool = False,
     ) -> None:
         self._count_setting = count_setting
         self._period_setting = period_setting
         self.budget = budget
+        self.sign_in = sign_in  # a refusal counts as a rate-limited login
         super().__init__(1, timedelta(seconds=1), key)
 
     @property
@@ -106,9 +110,43 @@ class BudgetRateLimiter(RateLimiter):
     """quart-rate-limiter, with the counts of a :class:`ConfiguredLimit`'s ``budget`` shared
     across its routes (the library keys every count by its route)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Endpoint → whether it has any limit; most have none, and the library otherwise
+        # gathers their (empty) limits twice per request.
+        self._limited: dict[str | None, bool] = {}
+
+    def _has_limits(self) -> bool:
+        endpoint = request.endpoint
+        found = self._limited.get(endpoint)
+        if found is None:
+            view = current_app.view_functions.get(endpoint) if endpoint else None
+            blueprint = current_app.blueprints.get(request.blueprint or "")
+            found = view is not None and bool(self._get_limits_for_view_function(view, blueprint))
+            self._limited[endpoint] = found
+        return found
+
+    async def _before_request(self) -> None:
+        if self._has_limits():
+            await super()._before_request()
+
+    async def _after_request(self, response: Response) -> Response:
+        if self._has_limits():
+            return await super()._after_request(response)
+        return response
+
     async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
         budget = getattr(rate_limit, "budget", None)
         return await super()._create_key(budget or endpoint, rate_limit)
+
+    async def _raise_on_rejection(self, endpoint: str, rate_limits: list[RateLimit]) -> None:
+        try:
+            await super()._raise_on_rejection(endpoint, rate_limits)
+        except RateLimitExceeded:
+            # A refused login never reaches the sign-in service, which counts the others.
+            if any(getattr(limit, "sign_in", False) for limit in rate_limits):
+                LOGINS.labels("rate_limited").inc()
+            raise
 
 
 class ExpiringRedisStore(RedisStore):
@@ -129,11 +167,13 @@ class ExpiringRedisStore(RedisStore):
 
 
 LOGIN_LIMITS: list[RateLimit] = [
-    ConfiguredLimit("login_limit_per_ip", "login_limit_period", ip_key),
-    ConfiguredLimit("login_limit_per_account", "login_limit_period", account_key),
+    ConfiguredLimit("login_limit_per_ip", "login_limit_period", ip_key, sign_in=True),
+    ConfiguredLimit("login_limit_per_account", "login_limit_period", account_key, sign_in=True),
 ]
 GENERATE_ARRAY_QUOTA: list[RateLimit] = [ConfiguredLimit("generate_array_quota", 60, user_key)]
 MFA_LIMITS: list[RateLimit] = [
-    ConfiguredLimit("mfa_limit_per_ip", "mfa_limit_period", ip_key, budget="mfa"),
-    ConfiguredLimit("mfa_limit_per_account", "mfa_limit_period", mfa_account_key, budget="mfa"),
+    ConfiguredLimit("mfa_limit_per_ip", "mfa_limit_period", ip_key, budget="mfa", sign_in=True),
+    ConfiguredLimit(
+        "mfa_limit_per_account", "mfa_limit_period", mfa_account_key, budget="mfa", sign_in=True
+    ),
 ]

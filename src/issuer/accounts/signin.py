@@ -24,10 +24,11 @@ from issuer.accounts.passwords import Passwords
 from issuer.accounts.sessions import LoginSessions, TokenPair
 from issuer.clock import Clock
 from issuer.db import Database
-from issuer.errors import Unauthenticated
+from issuer.errors import DomainError, Unauthenticated, Unavailable
 from issuer.lib.network import Client
 from issuer.lib.passwords import Verification
 from issuer.mfa.challenges import MfaChallenges
+from issuer.ops.metrics import LOGINS
 
 log = logging.getLogger("issuer.audit")
 AUTHENTICATION_FAILED = "Authentication failed"
@@ -80,7 +81,17 @@ class SignIn:
 
     async def sign_in(self, factor: Factor, *, kind: str, client: Client) -> Outcome:
         """Check ``factor``; open a login session of ``kind`` (``api``, ``browser``; a second
-        factor completes the kind its challenge was issued for), or ask for the second factor."""
+        factor completes the kind its challenge was issued for), or ask for the second factor.
+        The outcome is counted in ``issuer_logins_total`` once the transaction is over."""
+        try:
+            outcome = await self._sign_in(factor, kind=kind, client=client)
+        except DomainError as exc:
+            LOGINS.labels(failed_outcome(exc)).inc()
+            raise
+        LOGINS.labels("mfa_required" if isinstance(outcome, MfaRequired) else "success").inc()
+        return outcome
+
+    async def _sign_in(self, factor: Factor, *, kind: str, client: Client) -> Outcome:
         await factor.check()
         async with self.db.transaction() as session:
             user = await factor.confirm(session)
@@ -95,6 +106,15 @@ class SignIn:
             await queries.stamp_login(session, user.id, user.last_login_at)
         log.info("signed in entity_id=%s with %s (%s)", user.entity_id.hex, factor.name, kind)
         return SignedIn(user, pair, kind)
+
+
+def failed_outcome(exc: DomainError) -> str:
+    """The ``issuer_logins_total`` outcome of a refused sign-in."""
+    if isinstance(exc, Unauthenticated):
+        return "bad_credentials"  # wrong password, code, link or challenge
+    if isinstance(exc, Unavailable):
+        return "unavailable"  # a provider or the agent did not answer
+    return "refused"
 
 
 class PasswordFactor:

@@ -18,6 +18,7 @@ from prometheus_client import Counter
 
 from issuer.clock import Clock, SystemClock
 from issuer.db import Database
+from issuer.ops.metrics import OUTBOX_ATTEMPT_FAILURES
 from issuer.outbox import queries
 from issuer.outbox.delivery import NoTransport
 from issuer.outbox.models import OutboxMessage
@@ -121,6 +122,7 @@ class Dispatcher:
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]
+        OUTBOX_ATTEMPT_FAILURES.labels(message.kind, type(exc).__name__).inc()
         now = self.clock.now()
         values: dict[str, object] = {"last_error": error, "locked_until": None}
         # No SMTP server configured is not a failed try: the email waits until there is one.

@@ -49,6 +49,18 @@ async def count_pending(session: AsyncSession, now: datetime) -> int:
     return int(await session.scalar(pending) or 0)
 
 
+async def backlog(session: AsyncSession) -> list[tuple[str, bool, int, datetime | None]]:
+    """The messages not sent, grouped by kind and by whether they were given up on:
+    ``(kind, failed, count, oldest created_at)`` rows (one query, for the metrics)."""
+    failed = OutboxMessage.failed_at.is_not(None)
+    rows = await session.execute(
+        select(OutboxMessage.kind, failed, func.count(), func.min(OutboxMessage.created_at))
+        .where(OutboxMessage.sent_at.is_(None))
+        .group_by(OutboxMessage.kind, failed)
+    )
+    return [(kind, bool(dead), int(count), first) for kind, dead, count, first in rows]
+
+
 async def mark_sent(session: AsyncSession, message_id: int, now: datetime) -> None:
     await session.execute(
         update(OutboxMessage)

@@ -27,6 +27,7 @@ from issuer.accounts.auth import login_required, principal
 from issuer.accounts.limits import ip_key
 from issuer.errors import Forbidden, NotFound, Refused
 from issuer.issuance.routes import origin_allowed
+from issuer.ops.metrics import WEBSOCKETS
 from issuer.realtime import protocol
 from issuer.realtime.broker import Overflowed
 from issuer.realtime.entities import owner_of
@@ -94,7 +95,7 @@ async def pusher_socket(key: str) -> None:
                 {"socket_id": connection.socket_id, "activity_timeout": timeout},
             )
         )
-        with suppress(ShuttingDown):
+        with WEBSOCKETS.labels("pusher").track_inprogress(), suppress(ShuttingDown):
             await until_shutdown(_serve(hub_, connection, timeout))
     finally:
         await hub_.disconnect(connection)
