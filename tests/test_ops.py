@@ -123,3 +123,20 @@ def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ISSUER_LOGIN_LIMIT_PER_IP", "")
     settings = Settings(env="test", _env_file=None)
     assert settings.agent is None and settings.login_limit_per_ip == 20
+
+
+async def test_health_is_answered_before_the_framework_like_any_answer(client: Any) -> None:
+    """``GET /health`` skips Quart (issuer.web.observe) but answers as the route would: the
+    same JSON, the security headers, the caller's request id; ``HEAD`` reaches the route."""
+    answer = await client.get("/health", headers={"X-Request-ID": "probe-7"})
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    body = await answer.get_json()
+    assert body["status"] == "ok" and set(body) == {"status", "version", "revision"}
+    assert answer.headers["X-Request-ID"] == "probe-7"
+    for name in ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options"):
+        assert name in answer.headers
+    assert int(answer.headers["Content-Length"]) == len(await answer.get_data())
+    head = await client.head("/health")
+    assert head.status_code == 200
+    metrics = await (await client.get("/metrics")).get_data(as_text=True)
+    assert 'route="/health",status="200"' in metrics

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # permessage-deflate on websockets: "off" (~90 KB less per socket), "no-context-takeover"
     # (each message compressed alone), or "on" (hypercorn's default).
     ws_compression: Literal["off", "no-context-takeover", "on"] = "off"
+    # With several hypercorn workers, each listens on its own SO_REUSEPORT socket so the kernel
+    # spreads connections across them (otherwise one worker may take them all).
+    reuse_port: bool = True
     # Messages a websocket may fall behind before it is dropped (closed; the client reconnects).
     realtime_queue_size: int = 256
     # The Pusher Channels app (004's PUSHER_APP_ID, PUSHER_API_KEY, PUSHER_API_SECRET). Unset,

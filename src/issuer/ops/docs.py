@@ -16,7 +16,7 @@ from typing import Any
 
 from quart import Blueprint, render_template
 
-from issuer.web.headers import CSP
+from issuer.web.observe import CSP
 from issuer.web.openapi import html_page
 
 blueprint = Blueprint("docs", __name__)

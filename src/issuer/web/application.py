@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from quart import Quart
+from quart import Quart, g
+from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
+from quart.wrappers import BaseRequestWebsocket, Response
+from quart_auth import QuartAuth
 from werkzeug.exceptions import BadHost, BadRequest, HTTPException
 from werkzeug.routing import BaseConverter
 
@@ -62,8 +65,43 @@ class RowIdConverter(BaseConverter):
         return str(value)
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Quart's signed-cookie sessions, without their cost on requests that carry no session
+    cookie (most API calls): Quart builds an itsdangerous serializer on every request before it
+    looks for the cookie; here it is built once per secret key, and only when a cookie is read
+    or written."""
+
+    def __init__(self) -> None:
+        self._serializers: dict[tuple[Any, ...], Any] = {}
+
+    def get_signing_serializer(self, app: Quart) -> Any:
+        key = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        found = self._serializers.get(key)
+        if found is None:
+            found = self._serializers[key] = super().get_signing_serializer(app)
+        return found
+
+    async def open_session(
+        self, app: Quart, request: BaseRequestWebsocket
+    ) -> SecureCookieSession | None:
+        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return await super().open_session(app, request)
+
+
+class LazyQuartAuth(QuartAuth):
+    """quart-auth, whose response hook reads the auth cookie on every request to learn whether
+    a login or logout happened; a request that never looked at the user did neither."""
+
+    async def after_request(self, response: Response) -> Response:
+        if not hasattr(g, self.attribute_name):
+            return response
+        return await super().after_request(response)
+
+
 class IssuerApp(Quart):
     request_class = IssuerRequest
+    session_interface = CookieSessions()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from quart import Request, request
+from quart.routing import QuartRule
 from quart_schema import DataSource, validate_request
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
 from issuer.errors import Refused
+from issuer.web.observe import ROUTE
 
 NOT_JSON = "Please use 'application/json'"
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -35,11 +37,25 @@ UPLOAD_LIMIT = 2 * 1024 * 1024 + 64 * 1024
 
 
 class IssuerRequest(Request):
+    _url_rule: QuartRule | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Every other body stays within MAX_CONTENT_LENGTH (64 KiB).
         if len(args) > 2 and args[2] in UPLOAD_PATHS and args[0] in ("POST", "PUT"):
             kwargs["max_content_length"] = UPLOAD_LIMIT
         super().__init__(*args, **kwargs)
+
+    @property
+    def url_rule(self) -> QuartRule | None:
+        return self._url_rule
+
+    @url_rule.setter
+    def url_rule(self, rule: QuartRule | None) -> None:
+        # The route pattern for the access log and the metrics (issuer.web.observe), which see
+        # the ASGI scope only.
+        self._url_rule = rule
+        if rule is not None:
+            cast(dict[str, Any], self.scope)[ROUTE] = rule.rule
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:

@@ -24,6 +24,16 @@ clients see.
   that declines every offer, so the ``101`` carries no ``Sec-WebSocket-Extensions``),
   ``no-context-takeover`` (compress each message on its own, nothing kept between messages),
   or ``on`` (hypercorn's behaviour).
+- **A listening socket per worker.** With ``workers > 1`` the master binds one socket and every
+  worker listens and accepts on that same socket (``asyncio/run.py`` ``worker_serve``:
+  ``start_server(sock=...)``), so whichever worker wakes first takes every pending connection:
+  at 64 keep-alive connections one worker often served them all. Each worker now binds and
+  listens on a socket of its own (``SO_REUSEPORT``, which hypercorn already sets on the
+  master's socket when it has several workers) and the kernel spreads new connections across
+  them by their addresses; the master's socket stays bound (the port is held) but never
+  listens. ``ISSUER_REUSE_PORT=false`` restores hypercorn's behaviour. On Linux a connection
+  still queued on a worker that stops is reset, so stop workers after draining them (the
+  orchestrator's ``preStop``).
 - **Close frames on bad input.** For a malformed frame wsproto yields a ``CloseConnection``
   (1002, or 1007 for invalid UTF-8) while its state is still OPEN, and hypercorn then drops the
   TCP connection without a close frame (``ws_stream.py`` answers a close only in
@@ -34,10 +44,12 @@ clients see.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import weakref
 from collections.abc import Generator
 from importlib.metadata import version
@@ -111,12 +123,60 @@ COMPRESSION: dict[str, type[PerMessageDeflate]] = {
 }
 
 
-def install(compression: str = "off") -> None:
-    """Apply the adapters (idempotent); ``compression`` as ``ISSUER_WS_COMPRESSION``."""
+def own_listening_socket(shared: socket.socket) -> socket.socket:
+    """A new TCP socket bound to ``shared``'s address with ``SO_REUSEPORT``, not listening
+    yet (asyncio's ``start_server`` listens with hypercorn's backlog)."""
+    mine = socket.socket(shared.family, socket.SOCK_STREAM)
+    try:
+        mine.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        mine.bind(shared.getsockname())
+        mine.setblocking(False)
+    except OSError:
+        mine.close()
+        raise
+    return mine
+
+
+def worker_sockets(sockets: Any) -> Any:
+    """hypercorn's ``Sockets`` with each plain TCP socket shared through ``SO_REUSEPORT``
+    replaced by one of this worker's own (TLS, QUIC and Unix sockets stay shared)."""
+    from hypercorn.config import Sockets
+
+    def mine(sock: socket.socket) -> socket.socket:
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+        if tcp and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            return own_listening_socket(sock)
+        return sock
+
+    insecure = [mine(sock) for sock in sockets.insecure_sockets]
+    return Sockets(sockets.secure_sockets, insecure, sockets.quic_sockets)
+
+
+def install(compression: str = "off", *, reuse_port: bool = True) -> None:
+    """Apply the adapters (idempotent); ``compression`` as ``ISSUER_WS_COMPRESSION``,
+    ``reuse_port`` as ``ISSUER_REUSE_PORT``."""
     check_versions()
     import hypercorn.asyncio.run as run
     import hypercorn.protocol.ws_stream as ws_stream
     from hypercorn.protocol.events import StreamClosed
+
+    # The name ``uvloop_worker``/``asyncio_worker`` call once the app is loaded (in a worker
+    # the master spawned, which passes the sockets it bound).
+    serve = getattr(run, "worker_serve")  # noqa: B009
+    original = getattr(serve, "__wrapped__", serve)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+
+        async def worker_serve(*args: Any, sockets: Any = None, **kwargs: Any) -> Any:
+            if sockets is not None:
+                sockets = worker_sockets(sockets)
+            return await original(*args, sockets=sockets, **kwargs)
+
+        setattr(worker_serve, "__wrapped__", original)  # noqa: B010
+        setattr(run, "worker_serve", worker_serve)  # noqa: B010
+    else:
+        setattr(run, "worker_serve", original)  # noqa: B010
 
     # The name ``Handshake.accept()`` instantiates for every websocket.
     setattr(ws_stream, "PerMessageDeflate", COMPRESSION[compression])  # noqa: B010
@@ -149,6 +209,29 @@ def install(compression: str = "off") -> None:
 
         stream._send_pings, stream.handle = _send_pings, _handle  # type: ignore[method-assign]
         setattr(stream, MARK, True)
+
+
+def in_hypercorn_worker() -> bool:
+    """Whether this process is a worker hypercorn's master spawned."""
+    me = multiprocessing.current_process()
+    parent = multiprocessing.parent_process()
+    target = getattr(me, "_target", None)
+    return (
+        parent is not None
+        and getattr(me, "_kwargs", {}).get("shutdown_event") is not None
+        and getattr(target, "__module__", "").startswith("hypercorn.")
+    )
+
+
+async def freeze_startup_heap() -> None:
+    """In a hypercorn worker, once started (``before_serving``, last): move every object made
+    so far (modules, the ORM's mappers, schemas, templates) out of the garbage collector's
+    reach (``gc.freeze()``, Python 3.7+). They live as long as the worker anyway; otherwise
+    each full collection walks all of them, a pause that lands in the p99 of whatever request
+    is waiting. Not in tests, which build many apps in one process."""
+    if in_hypercorn_worker():
+        gc.collect()
+        gc.freeze()
 
 
 async def tie_worker_to_master() -> None:
