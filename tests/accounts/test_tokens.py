@@ -203,3 +203,20 @@ async def test_refresh_and_access_tokens_are_not_interchangeable(
     await accepted(client, genuine["token"])
     response = await client.post("/token/refresh", json={"refresh_token": genuine["refresh_token"]})
     assert response.status_code == 200
+
+
+def test_a_remembered_token_still_expires_and_keeps_its_purpose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The codec remembers verified tokens (issuer.lib.tokens); the expiry is still checked on
+    every use, and a token of one purpose is still refused for another."""
+    from issuer.lib.tokens import Purpose, TokenCodec, TokenExpired, TokenInvalid
+
+    codec = TokenCodec(b"k" * 32, issuer="issuer", audience="issuer-api")
+    token, claims = codec.issue(Purpose.ACCESS, sub="a" * 32, sid="s" * 22, ttl=60)
+    assert codec.decode(token, Purpose.ACCESS) == claims  # verified, remembered
+    with pytest.raises(TokenInvalid):
+        codec.decode(token, Purpose.REFRESH)
+    monkeypatch.setattr("issuer.lib.tokens.time.time", lambda: claims.exp + 1.0)
+    with pytest.raises(TokenExpired):
+        codec.decode(token, Purpose.ACCESS)

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from issuer.accounts import queries
 from issuer.accounts.events import user_event
 from issuer.accounts.models import LoginSession, User
+from issuer.accounts.principals import PrincipalCache
 from issuer.clock import Clock
-from issuer.db import Database
+from issuer.db import Database, after_commit
 from issuer.errors import Unauthenticated
 from issuer.lib.network import Client
 from issuer.lib.tokens import Claims, Purpose, TokenCodec, TokenExpired, TokenInvalid
@@ -81,8 +82,11 @@ class LoginSessions:
         session_ttl: int,
         idle_timeout: int,
         refresh_grace: float,
+        principals: PrincipalCache | None = None,
     ) -> None:
         self.db = db
+        # Off (bypassed) until the LISTEN connection that keeps it true is up.
+        self.principals = principals or PrincipalCache()
         self.codec = codec
         self.clock = clock
         self.outbox = outbox
@@ -151,23 +155,46 @@ class LoginSessions:
 
     async def resolve_session(self, sid: str) -> Principal:
         """The principal behind a session id (token ``sid`` or browser cookie). A session past
-        its lifetime or idle too long ends here; an active one is marked seen now and then."""
+        its lifetime or idle too long ends here; an active one is marked seen now and then.
+
+        From the worker's :class:`PrincipalCache` when it holds the session and the session
+        needs no marking; otherwise from the database (which then fills the cache)."""
+        now = self.clock.now()
+        cached = self.principals.get(sid)
+        if cached is not None:
+            user, row = cached.build()
+            if (
+                row.revoked_at is None
+                and user.active
+                and row.expires_at > now
+                and row.last_seen_at + self.touch_every > now
+            ):
+                return Principal(user, row)
+        generation = self.principals.generation
         async with self.db.session() as session:
             found = await queries.principal_rows(session, sid)
             if found is None:
                 raise refused(REVOKED, "session_revoked")
             user, row = found
-            now = self.clock.now()
             if row.revoked_at is not None or not user.active:
                 raise refused(REVOKED, "session_revoked")
             if row.expires_at <= now or row.last_seen_at + self.idle_timeout <= now:
                 await queries.revoke_session(session, sid, "expired", now)
                 await session.commit()
                 raise refused(REVOKED, "session_expired")
+            seen_at = row.last_seen_at
             if row.last_seen_at + self.touch_every <= now:
                 await queries.touch_session(session, sid, now)
                 await session.commit()
+                seen_at = now
+        self.principals.put(generation, user, row, seen_at=seen_at)
         return Principal(user, row)
+
+    def _evict_after_commit(self, session: AsyncSession, user: User) -> None:
+        """This worker forgets the user's sessions as soon as the transaction commits (the
+        others when PostgreSQL's notification of the change reaches them)."""
+        user_id = user.id
+        after_commit(session, lambda: self.principals.evict_user(user_id))
 
     async def refresh(self, token: str) -> TokenPair:
         """Rotate: a new access and refresh token; a replayed old one revokes the login."""
@@ -184,6 +211,7 @@ class LoginSessions:
                 now=now,
                 grace_start=now - self.refresh_grace,
             )
+            self._evict_after_commit(session, principal.user)
             if current_jti is None and await queries.revoke_session(
                 session, claims.sid, "refresh_token_reuse", now
             ):
@@ -202,6 +230,7 @@ class LoginSessions:
         sid = principal.session.id
         async with self.db.transaction() as session:
             await outbox_queries.lock_user_events(session, principal.user.id)
+            self._evict_after_commit(session, principal.user)
             if await queries.revoke_session(session, sid, reason, self.clock.now()):
                 await sessions_ended(self.outbox, session, principal.user, [sid], reason)
         log.info("session sid=%s… ended (%s)", sid[:6], reason)
@@ -210,6 +239,7 @@ class LoginSessions:
         self, session: AsyncSession, user: User, reason: str, *, keep: str | None = None
     ) -> int:
         """End every session of the user but ``keep``, in the caller's transaction."""
+        self._evict_after_commit(session, user)
         ended = await queries.revoke_user_sessions(
             session, user.id, reason, self.clock.now(), keep=keep
         )
@@ -227,6 +257,7 @@ class LoginSessions:
         """End one of the user's own sessions; ``False`` if it is not theirs or not active."""
         async with self.db.transaction() as session:
             await outbox_queries.lock_user_events(session, user.id)
+            self._evict_after_commit(session, user)
             ended = await queries.end_own_session(session, user.id, sid, self.clock.now())
             if ended:
                 await sessions_ended(self.outbox, session, user, [sid], "ended")

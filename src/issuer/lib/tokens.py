@@ -49,6 +49,10 @@ class Claims:
     typ: Purpose
 
 
+# Verified tokens a codec remembers (a few MB at most).
+VERIFIED_MAX = 20_000
+
+
 class TokenCodec:
     def __init__(self, key: bytes, *, issuer: str, audience: str) -> None:
         if len(key) < 32:
@@ -56,6 +60,11 @@ class TokenCodec:
         self._key = key
         self._issuer = issuer
         self._audience = audience
+        # Tokens whose signature and claims were verified, and what they said: a token is
+        # checked by the rate limiter's key and by the authentication of the same request,
+        # and by every request of its client. Only the expiry changes with time, and is
+        # checked on every use. Emptied when full.
+        self._verified: dict[str, Claims] = {}
 
     def issue(
         self, purpose: Purpose, *, sub: str, sid: str, ttl: float, jti: str | None = None
@@ -77,6 +86,20 @@ class TokenCodec:
 
     def decode(self, token: str, purpose: Purpose) -> Claims:
         """Verify ``token`` for ``purpose``; raises ``TokenExpired`` or ``TokenInvalid``."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.typ is not purpose:
+                raise TokenInvalid("wrong token type")
+            if known.exp <= time.time():
+                raise TokenExpired
+            return known
+        claims = self._verify(token, purpose)
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str, purpose: Purpose) -> Claims:
         try:
             payload = jwt.decode(
                 token,

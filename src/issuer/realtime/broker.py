@@ -39,6 +39,8 @@ from issuer.realtime.models import RealtimePayload
 
 log = logging.getLogger(__name__)
 CHANNEL = "issuer_realtime"
+# How the LISTEN connection names itself in pg_stat_activity.
+LISTENER_NAME = "issuer listen"
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; leave room for the envelope.
 NOTIFY_LIMIT = 7900
 Message = dict[str, Any]
@@ -128,6 +130,13 @@ class Broker:
     def topics(self) -> list[str]:
         return list(self._topics)
 
+    def watch(
+        self, channel: str, on_payload: Callable[[str], None], on_state: Callable[[bool], None]
+    ) -> None:
+        """Hear ``channel``'s notifications (``on_payload``) while the cross-worker connection
+        is up; ``on_state(True)`` once listening, ``on_state(False)`` when the connection is
+        lost. One process has no such connection: never called."""
+
     def on_reconnect(self, replay: Replay) -> None:
         """``replay(topics)``: what to deliver again after a lost cross-worker connection, as
         ``(topic, message)`` pairs, for the topics listened to now."""
@@ -176,6 +185,20 @@ class PostgresBroker(Broker):
         # Notifications in the order PostgreSQL sent them; one consumer delivers them in that
         # order (a message by reference is read before the ones after it).
         self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        self._watchers: list[tuple[str, Callable[[str], None], Callable[[bool], None]]] = []
+
+    def watch(
+        self, channel: str, on_payload: Callable[[str], None], on_state: Callable[[bool], None]
+    ) -> None:
+        self._watchers.append((channel, on_payload, on_state))
+
+    def _terminated(self, _conn: Any) -> None:
+        self._watching(False)
+        self._lost.set()
+
+    def _watching(self, up: bool) -> None:
+        for _channel, _on_payload, on_state in self._watchers:
+            on_state(up)
 
     async def stage(self, session: AsyncSession, topic: str, message: Message) -> None:
         # Delivered by PostgreSQL on commit, to every listener in every worker (this one too).
@@ -243,13 +266,16 @@ class PostgresBroker(Broker):
         while not stopping.is_set():
             lost = asyncio.ensure_future(self._lost.wait())
             stop = asyncio.ensure_future(stopping.wait())
-            done, _ = await asyncio.wait({lost, stop}, timeout=15, return_when="FIRST_COMPLETED")
+            # A watcher trusts what it has not heard: a silent drop must be found within a
+            # second or two, not fifteen.
+            every, within = (1.0, 1.0) if self._watchers else (15.0, 5.0)
+            done, _ = await asyncio.wait({lost, stop}, timeout=every, return_when="FIRST_COMPLETED")
             lost.cancel()
             stop.cancel()
             if done:
                 return
             try:
-                await conn.fetchval("SELECT 1", timeout=5)
+                await conn.fetchval("SELECT 1", timeout=within)
             except Exception:
                 return
 
@@ -276,7 +302,9 @@ class PostgresBroker(Broker):
         backoff = 0.1
         while not stopping.is_set():
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=10)
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=10, server_settings={"application_name": LISTENER_NAME}
+                )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
                 with suppress(TimeoutError):
@@ -285,13 +313,26 @@ class PostgresBroker(Broker):
                 continue
             try:
                 self._lost.clear()
-                conn.add_termination_listener(lambda _c: self._lost.set())
+                conn.add_termination_listener(self._terminated)
                 await conn.add_listener(CHANNEL, self._on_notify)
+                for channel, on_payload, _on_state in self._watchers:
+                    await conn.add_listener(channel, _payload_only(on_payload))
+                self._watching(True)
                 backoff = 0.1
                 await self._replay()
                 await self._watch(conn, stopping)
                 if not stopping.is_set():
                     log.warning("LISTEN connection lost; reconnecting")
             finally:
+                self._watching(False)
                 with suppress(Exception):
                     await conn.close(timeout=2)
+
+
+def _payload_only(on_payload: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
+    """asyncpg's listener signature ``(connection, pid, channel, payload)``."""
+
+    def listener(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        on_payload(payload)
+
+    return listener
