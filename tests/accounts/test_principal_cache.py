@@ -24,7 +24,7 @@ from issuer.accounts.principals import PrincipalCache
 from issuer.lib.tokens import Purpose
 from issuer.services import services_of
 from tests.accounts.conftest import PASSWORD
-from tests.conftest import truncate
+from tests.conftest import PG_ADMIN_DSN, truncate
 
 
 def cache_of(app: Quart) -> PrincipalCache:
@@ -102,12 +102,26 @@ def dsn(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://")
 
 
+async def settled(database_url: str, *apps: Quart) -> None:
+    """Every notification committed so far has been heard by ``apps``: PostgreSQL delivers
+    them in commit order, so once a marker sent now arrives, the earlier ones have (a login's
+    own change of its user may otherwise evict a row after the test has read it)."""
+    before = [cache_of(app).generation for app in apps]
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        await conn.execute("SELECT pg_notify('issuer_principals', 'u:0')")
+    finally:
+        await conn.close()
+    await until(lambda: all(cache_of(a).generation > g for a, g in zip(apps, before, strict=True)))
+
+
 @pytest.mark.postgres
 async def test_a_cached_login_needs_no_query_and_a_logout_elsewhere_ends_it(
     postgresql_url: str,
 ) -> None:
     async with workers(postgresql_url) as (a, b):
         token, sid = await logged_in(a)
+        await settled(postgresql_url, a, b)
         assert await status(b, token) == 200  # read from the database, remembered
         assert cache_of(b).get(sid) is not None
         async with statements(b) as sent:
@@ -126,6 +140,7 @@ async def test_a_cached_login_needs_no_query_and_a_logout_elsewhere_ends_it(
 async def test_an_operator_s_manual_update_reaches_every_worker(postgresql_url: str) -> None:
     async with workers(postgresql_url) as (a, b):
         token, sid = await logged_in(a)
+        await settled(postgresql_url, a, b)
         assert await status(a, token) == 200 and await status(b, token) == 200
         conn = await asyncpg.connect(dsn(postgresql_url))
         try:
@@ -145,6 +160,7 @@ async def test_marking_a_session_seen_keeps_it_cached(postgresql_url: str) -> No
     """``last_seen_at`` alone (written every minute per session) sends no notification."""
     async with workers(postgresql_url) as (a, _b):
         token, sid = await logged_in(a)
+        await settled(postgresql_url, a)
         assert await status(a, token) == 200
         cache = cache_of(a)
         generation = cache.generation
@@ -166,25 +182,34 @@ async def test_marking_a_session_seen_keeps_it_cached(postgresql_url: str) -> No
 async def test_without_its_listen_connection_the_cache_is_bypassed(postgresql_url: str) -> None:
     async with workers(postgresql_url) as (a, _b):
         token, sid = await logged_in(a)
+        await settled(postgresql_url, a)
         assert await status(a, token) == 200
         cache = cache_of(a)
         assert cache.get(sid) is not None
         conn = await asyncpg.connect(dsn(postgresql_url))
+        admin = await asyncpg.connect(PG_ADMIN_DSN)  # another database: ALTER needs that
+        database = await conn.fetchval("SELECT current_database()")
         try:
-            await conn.execute(
+            # The LISTEN connection dies and cannot come back (the pool's stay open).
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = 'issuer listen'"
+                "WHERE datname = $1 AND application_name = 'issuer listen'",
+                database,
             )
             await until(lambda: not cache.enabled)
             # Revoked while nobody listens: no notification will ever say so.
             await conn.execute("UPDATE login_sessions SET revoked_at = now() WHERE id = $1", sid)
+            assert cache.get(sid) is None
+            assert await status(a, token) == 401
         finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
             await conn.close()
-        assert cache.get(sid) is None
-        assert await status(a, token) == 401
-        # Back, and trusted again from empty.
-        await until(lambda: cache.enabled)
+        # Back (after the reconnection backoff), and trusted again from empty.
+        await until(lambda: cache.enabled, timeout=15)
         token, sid = await logged_in(a)
+        await settled(postgresql_url, a)
         assert await status(a, token) == 200 and cache.get(sid) is not None
 
 
