@@ -101,7 +101,11 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) ->
         pool_size=pool_size,
         max_overflow=pool_size // 2,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        # No ping on every checkout (a round trip per transaction: three per login). A
+        # connection that died meanwhile fails its first statement; SQLAlchemy then
+        # invalidates the pool's older connections and the request answers 503 with
+        # Retry-After (issuer.web.errors; tests/test_database_outage.py).
+        pool_pre_ping=False,
         connect_args={"command_timeout": 30},
     )
 
