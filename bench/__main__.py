@@ -32,6 +32,10 @@ BENCHMARKS = (
     "pusher_fanout",
     # issue 11: posts
     "posts_listing",
+    # issue 12: parity with the originals (bench.legacy), API and portal (PARITY_QUICK=1: short)
+    "parity",
+    # issue 12: the cheap issuance flow (app CPU per flow; concurrent_flows runs both targets)
+    "flow_cpu",
 )
 TIMEOUT = 900
 

@@ -54,6 +54,11 @@ async def open_session(http: httpx.AsyncClient, path: str = "/en") -> Visitor:
     response = await http.get(path)
     if response.status_code != 200:
         raise RuntimeError(f"GET {path} → {response.status_code}: {response.text[:200]}")
+    return visitor_of(response)
+
+
+def visitor_of(response: httpx.Response) -> Visitor:
+    """The visitor a start page (``GET /``) made: its session id, CSRF token and cookie."""
     session_id = re.search(r'data-session="([^"]+)"', response.text)
     csrf = re.search(r'data-csrf="([^"]+)"', response.text)
     cookies = [c.split(";", 1)[0] for c in response.headers.get_list("set-cookie")]

@@ -394,6 +394,7 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
     from issuer.accounts.pages import blueprint as account_pages
     from issuer.accounts.recovery import blueprint as recovery
     from issuer.accounts.routes import blueprint as accounts
+    from issuer.issuance.links import blueprint as invitations
     from issuer.issuance.routes import blueprint as issuance
     from issuer.issuance.routes import register_name_form
     from issuer.mfa.routes import blueprint as mfa
@@ -409,6 +410,7 @@ def register_blueprints(app: Quart, settings: Settings) -> None:
         ops,
         docs,
         issuance,
+        invitations,
         accounts,
         account_pages,
         vectors,

@@ -8,6 +8,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Get your credential",
         "scan": "Scan this QR code with your wallet app to connect.",
+        "on_phone": "On this phone already?",
+        "open_wallet": "Open in your wallet",
         "test_wallet": "Use the local test wallet",
         "connected": "Connected. Please enter your details.",
         "prename": "First name",
@@ -27,6 +29,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "de": {
         "title": "Ihr Nachweis",
         "scan": "Scannen Sie diesen QR-Code mit Ihrer Wallet-App, um sich zu verbinden.",
+        "on_phone": "Schon auf dem Smartphone?",
+        "open_wallet": "In der Wallet öffnen",
         "test_wallet": "Lokale Test-Wallet verwenden",
         "connected": "Verbunden. Bitte geben Sie Ihre Angaben ein.",
         "prename": "Vorname",
@@ -46,6 +50,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "fr": {
         "title": "Obtenez votre attestation",
         "scan": "Scannez ce code QR avec votre application portefeuille pour vous connecter.",
+        "on_phone": "Déjà sur votre téléphone ?",
+        "open_wallet": "Ouvrir dans le portefeuille",
         "test_wallet": "Utiliser le portefeuille de test local",
         "connected": "Connecté. Veuillez saisir vos informations.",
         "prename": "Prénom",

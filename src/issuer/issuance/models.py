@@ -23,6 +23,9 @@ class IssuanceSession(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     language: Mapped[str] = mapped_column(String(2))
     invitation_url: Mapped[str | None] = mapped_column(Text)
+    # The short invitation URL's id (``/i/<id>``, Aries RFC 0434 URL shortening): public, so
+    # not the session id; 96 bits from ``secrets`` (issuance.invitations).
+    invitation_public_id: Mapped[str | None] = mapped_column(String(32), index=True, unique=True)
     invitation_msg_id: Mapped[str | None] = mapped_column(String(128), index=True)
     connection_id: Mapped[str | None] = mapped_column(String(128), index=True)
     exchange_id: Mapped[str | None] = mapped_column(String(128), index=True)

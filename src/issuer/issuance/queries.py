@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import null, select, update
+from sqlalchemy import Table, Update, bindparam, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.issuance.models import IssuanceSession
@@ -21,17 +22,40 @@ async def by_ids(session: AsyncSession, session_ids: list[str]) -> list[Issuance
     return list(rows)
 
 
-async def find_by(session: AsyncSession, **keys: str | None) -> IssuanceSession | None:
-    """The session whose ``invitation_msg_id``, ``connection_id`` or ``exchange_id`` is the one
-    given (the first key that matches, in the order given)."""
-    for column, value in keys.items():
-        if value:
-            row = await session.scalar(
-                select(IssuanceSession).where(getattr(IssuanceSession, column) == value).limit(1)
-            )
-            if row is not None:
-                return row
-    return None
+# The hot path's statements are Core statements on the table (no ORM statement processing),
+# built once (building one costs more than running it) and run with bind parameters.
+TABLE = cast(Table, IssuanceSession.__table__)
+LIVE_INVITATION = (
+    select(TABLE.c.invitation_url)
+    .where(TABLE.c.invitation_public_id == bindparam("public_id"))
+    .where(TABLE.c.state == State.INVITED.value)
+    .where(TABLE.c.expires_at > bindparam("now"))
+)
+CLAIM_OFFER = (
+    update(TABLE)
+    .where(TABLE.c.id == bindparam("session_id"))
+    .where(TABLE.c.state == State.CONNECTED.value)
+    .where(TABLE.c.connection_id.is_not(None))
+    .where(TABLE.c.attributes.is_(None))
+    .values(attributes=bindparam("attributes", type_=TABLE.c.attributes.type))
+    .returning(TABLE.c.connection_id)
+)
+
+
+async def live_invitation(session: AsyncSession, public_id: str, now: datetime) -> str | None:
+    """The agent's invitation URL behind a short id while the invitation can still be used
+    (the session is ``invited`` and not past ``expires_at``); ``None`` otherwise."""
+    url: str | None = await session.scalar(LIVE_INVITATION, {"public_id": public_id, "now": now})
+    return url
+
+
+async def exists(session: AsyncSession, column: str, value: str) -> bool:
+    """Whether a session has ``value`` in ``column`` (``invitation_msg_id``, ``connection_id``,
+    ``exchange_id``)."""
+    found = await session.scalar(
+        select(IssuanceSession.id).where(getattr(IssuanceSession, column) == value).limit(1)
+    )
+    return found is not None
 
 
 async def transition(
@@ -39,36 +63,59 @@ async def transition(
 ) -> IssuanceSession | None:
     """Move the session to ``target`` if its state is an allowed predecessor; the new row, or
     ``None`` when the state did not allow it (a duplicate or late event)."""
+    return await transition_by(session, "id", session_id, target, now, fields)
+
+
+async def transition_by(
+    session: AsyncSession,
+    column: str,
+    value: str,
+    target: State,
+    now: datetime,
+    fields: dict[str, Any],
+) -> IssuanceSession | None:
+    """:func:`transition` of the session whose ``column`` (``id``, ``invitation_msg_id``,
+    ``connection_id``, ``exchange_id``) is ``value``, in one statement (an agent event needs
+    no lookup first); ``None`` when no session there is in an allowed predecessor state."""
+    statement = _transition_statement(column, target, frozenset(fields))
+    parameters = {"match": value, "now": now, **{f"new_{k}": v for k, v in fields.items()}}
+    row = (await session.execute(statement, parameters)).one_or_none()
+    # A detached copy of the updated row (the session's identity map is not involved).
+    return None if row is None else IssuanceSession(**row._mapping)
+
+
+@functools.cache
+def _transition_statement(column: str, target: State, names: frozenset[str]) -> Update:
+    """The ``UPDATE … RETURNING`` of :func:`transition_by` for one shape of call, built once
+    (building it costs more than running it): bind parameters ``match``, ``now`` and
+    ``new_<field>``."""
+    columns = TABLE.c
     values: dict[str, Any] = {
-        "state": target,
-        "updated_at": now,
-        "version": IssuanceSession.version + 1,
-        **fields,
+        "state": target.value,
+        "updated_at": bindparam("now", type_=columns.updated_at.type),
+        "version": columns.version + 1,
+        **{name: bindparam(f"new_{name}", type_=columns[name].type) for name in sorted(names)},
     }
     if target.is_final:
-        values["finished_at"] = now
-    statement = (
-        update(IssuanceSession)
-        .where(IssuanceSession.id == session_id)
-        .where(IssuanceSession.state.in_([s.value for s in ALLOWED_FROM[target]]))
+        values["finished_at"] = bindparam("now", type_=columns.finished_at.type)
+    return (
+        update(TABLE)
+        .where(columns[column] == bindparam("match", type_=columns[column].type))
+        .where(columns.state.in_(sorted(s.value for s in ALLOWED_FROM[target])))
         .values(values)
-        .returning(IssuanceSession)
-        .execution_options(synchronize_session=False)
+        .returning(*columns)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def claim_offer(session: AsyncSession, session_id: str, attributes: dict[str, str]) -> bool:
+async def claim_offer(
+    session: AsyncSession, session_id: str, attributes: dict[str, str]
+) -> str | None:
     """Record the holder's attributes on a connected session that has none yet (so a double
-    submit sends one offer); ``False`` if another submit got there first."""
-    result = await session.execute(
-        update(IssuanceSession)
-        .where(IssuanceSession.id == session_id)
-        .where(IssuanceSession.state == State.CONNECTED)
-        .where(IssuanceSession.attributes.is_(None))
-        .values(attributes=attributes)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    submit sends one offer); its connection id, or ``None`` if the session is not connected or
+    another submit got there first."""
+    parameters = {"session_id": session_id, "attributes": attributes}
+    claimed: str | None = await session.scalar(CLAIM_OFFER, parameters)
+    return claimed
 
 
 async def release_offer(session: AsyncSession, session_id: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import logging
@@ -18,6 +17,7 @@ from issuer.errors import Forbidden, NotFound, Unauthenticated, Unavailable
 from issuer.issuance.agents.acapy import connection_is_active, exchange_status
 from issuer.issuance.agents.base import AgentUnavailable
 from issuer.issuance.i18n import LANGUAGES, texts
+from issuer.issuance.links import WalletLinks, wallet_links
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.schemas import (
     AcceptanceCheck,
@@ -31,7 +31,6 @@ from issuer.issuance.schemas import (
 from issuer.issuance.service import EVENT_RETRIES, IssuanceService, topic
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
-from issuer.lib.qr import qr_svg
 from issuer.ops.metrics import WEBSOCKETS
 from issuer.realtime.broker import Overflowed
 from issuer.schemas import ErrorBody
@@ -84,7 +83,7 @@ def note_listener(session_id: str) -> None:
 
 
 async def render_page(
-    row_state: dict[str, Any], language: str, qr: str | None, status: int = 200
+    row_state: dict[str, Any], language: str, links: WalletLinks | None, status: int = 200
 ) -> tuple[str, int]:
     config = settings()
     labels = texts(language)
@@ -94,7 +93,7 @@ async def render_page(
         lang=language,
         languages=LANGUAGES,
         snapshot=row_state,
-        qr=qr,
+        links=links,
         attributes=[(name, labels.get(name, name)) for name in config.attribute_names],
         csrf=csrf_token(session),
         test_wallet=services().test_wallet_url is not None,
@@ -109,13 +108,13 @@ async def start_page(language: str | None = None) -> Any:
     """Start an issuance: a new session and invitation, shown as a QR code."""
     language = language or settings().default_language
     try:
-        row, invitation = await service().start(language)
+        row, _ = await service().start(language)
     except Unavailable as exc:
         error = {"id": None, "state": "error", "version": 0, "error": exc.code}
         return await render_page(error, language, None, 503)
     remember(row.id)
-    svg = await asyncio.to_thread(qr_svg, invitation.url, title=texts(language)["scan"])
-    return await render_page(row.snapshot(), language, svg)
+    links = await wallet_links(row, texts(language)["scan"])
+    return await render_page(row.snapshot(), language, links)
 
 
 @blueprint.get("/name")
@@ -127,10 +126,8 @@ async def resume_page() -> Any:
         row = await current_row()
     except NotFound:
         return redirect("/")
-    qr = None
-    if row.state == State.INVITED and row.invitation_url:
-        qr = await asyncio.to_thread(qr_svg, row.invitation_url)
-    return await render_page(row.snapshot(), row.language, qr)
+    links = await wallet_links(row, texts(row.language)["scan"])
+    return await render_page(row.snapshot(), row.language, links)
 
 
 def register_name_form(app: Quart, attribute_names: list[str]) -> None:
@@ -235,8 +232,8 @@ async def issuance_updates(session_id: str) -> None:
             return
         note_listener(session_id)
         if svc.agent_pushes_events:
-            services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, session_id))
-        with WEBSOCKETS.track_inprogress(), suppress(ShuttingDown):
+            services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, row))
+        with WEBSOCKETS.labels("issuance").track_inprogress(), suppress(ShuttingDown):
             while True:
                 try:
                     snapshot = await until_shutdown(listener.get())
@@ -250,15 +247,13 @@ async def issuance_updates(session_id: str) -> None:
                         return  # the story is over: close normally
 
 
-async def catch_up(svc: IssuanceService, session_id: str) -> None:
-    """On (re)connect, read the record back from the agent in case a webhook was missed."""
-    row = await svc.get(session_id)
-    if row is None or row.state in FINAL_STATES:
-        return
+async def catch_up(svc: IssuanceService, row: IssuanceSession) -> None:
+    """On (re)connect, read the record back from the agent in case a webhook was missed
+    (``row``: the session as the socket just read it)."""
     try:
         await svc.reconcile(row)
     except AgentUnavailable as exc:
-        log.info("catch-up of %s… skipped: %s", session_id[:8], exc)
+        log.info("catch-up of %s… skipped: %s", row.id[:8], exc)
 
 
 def webhook_key_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

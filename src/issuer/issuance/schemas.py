@@ -72,3 +72,18 @@ class AcceptanceCheck(BaseModel):
 
 class WebhookAck(BaseModel):
     ok: bool = True
+
+
+class InvitationMessage(BaseModel):
+    """The out-of-band invitation message the agent created (Aries RFC 0434 ``invitation``),
+    exactly as the agent encoded it; other fields of the message are passed on too."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    message_type: str = Field(
+        alias="@type", examples=["https://didcomm.org/out-of-band/1.1/invitation"]
+    )
+    message_id: str = Field(alias="@id")
+    label: str | None = None
+    handshake_protocols: list[str] | None = None
+    services: list[dict[str, Any] | str] | None = None

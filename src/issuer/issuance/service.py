@@ -21,9 +21,10 @@ from issuer.db import Database
 from issuer.errors import Conflict, NotFound, Unavailable
 from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
+from issuer.issuance.invitations import new_public_id
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import State
-from issuer.ops.metrics import TRANSITIONS
+from issuer.ops.metrics import ISSUANCE_DURATION, TRANSITIONS
 from issuer.outbox.service import Outbox
 from issuer.realtime.broker import Broker, Message
 
@@ -111,8 +112,17 @@ class IssuanceService:
 
     async def transition(self, session_id: str, target: State, **fields: Any) -> Snapshot | None:
         """Move a session to ``target`` if its current state allows it; ``None`` if not."""
+        return await self.transition_by("id", session_id, target, **fields)
+
+    async def transition_by(
+        self, column: str, value: str, target: State, **fields: Any
+    ) -> Snapshot | None:
+        """:meth:`transition` of the session whose ``column`` is ``value`` (an agent event's
+        ``invitation_msg_id``, ``connection_id`` or ``exchange_id``): one ``UPDATE``, no
+        lookup first."""
+        now = self.clock.now()
         async with self.db.transaction() as session:
-            row = await queries.transition(session, session_id, target, self.clock.now(), fields)
+            row = await queries.transition_by(session, column, value, target, now, fields)
             if row is None:
                 return None
             snapshot = row.snapshot()
@@ -128,13 +138,17 @@ class IssuanceService:
                 )
             await self.broker.stage(session, topic(row.id), snapshot)
         TRANSITIONS.labels(target.value).inc()
-        log.info("issuance %s… → %s", session_id[:8], target)
+        if target.is_final and row.finished_at is not None:
+            elapsed = (row.finished_at - row.created_at).total_seconds()
+            ISSUANCE_DURATION.labels(target.value).observe(max(elapsed, 0.0))
+        log.info("issuance %s… → %s", row.id[:8], target)
         return snapshot
 
     # --- the flow ------------------------------------------------------------------------
 
     async def start(self, language: str) -> tuple[IssuanceSession, Invitation]:
-        """Ask the agent for an invitation, then store the new session with it."""
+        """Ask the agent for an invitation, then store the new session with it (and the short
+        id of its invitation URL, ``/i/<id>``)."""
         try:
             invitation = await self.agent.create_invitation()
         except AgentUnavailable as exc:
@@ -147,6 +161,7 @@ class IssuanceService:
             version=1,
             language=language,
             invitation_url=invitation.url,
+            invitation_public_id=new_public_id(),
             invitation_msg_id=invitation.invitation_msg_id,
             connection_id=invitation.connection_id,
             created_at=now,
@@ -159,23 +174,9 @@ class IssuanceService:
 
     async def offer(self, session_id: str, attributes: dict[str, str]) -> Snapshot:
         """Send the credential offer for a connected session; a conflict unless it is."""
-        row = await self.get(session_id)
-        if row is None:
-            raise NotFound("No such issuance session.")
-        if row.state == State.INVITED:
-            try:
-                row = await self.reconcile(row) or row
-            except AgentUnavailable as exc:
-                log.warning("connection check failed: %s", exc)
-                raise agent_down() from exc
-        if row.state != State.CONNECTED or row.connection_id is None:
-            raise Conflict(f"The session is {row.state}, not connected.", code="not_connected")
-        async with self.db.transaction() as session:
-            claimed = await queries.claim_offer(session, session_id, attributes)
-        if not claimed:
-            raise Conflict("A credential offer is already on its way.", code="offer_in_progress")
+        connection_id = await self._claim_offer(session_id, attributes)
         try:
-            exchange_id = await self.agent.send_offer(row.connection_id, attributes)
+            exchange_id = await self.agent.send_offer(connection_id, attributes)
         except AgentUnavailable as exc:
             async with self.db.transaction() as session:
                 await queries.release_offer(session, session_id)
@@ -195,6 +196,36 @@ class IssuanceService:
             raise Conflict(f"The session is {state}.", code="session_over")
         return snapshot
 
+    async def _claim_offer(self, session_id: str, attributes: dict[str, str]) -> str:
+        """Claim the offer of a connected session (one ``UPDATE``); its connection id. Only a
+        refused claim reads the session: to say why, or to catch up with a connection whose
+        webhook was missed (then it claims again)."""
+        caught_up = False
+        while True:
+            async with self.db.transaction() as session:
+                connection_id = await queries.claim_offer(session, session_id, attributes)
+            if connection_id is not None:
+                return connection_id
+            row = await self.get(session_id)
+            if row is None:
+                raise NotFound("No such issuance session.")
+            if row.state == State.CONNECTED and row.connection_id is not None:
+                raise Conflict(
+                    "A credential offer is already on its way.", code="offer_in_progress"
+                )
+            if caught_up or row.state != State.INVITED or not await self._caught_up(row):
+                raise Conflict(f"The session is {row.state}, not connected.", code="not_connected")
+            caught_up = True
+
+    async def _caught_up(self, row: IssuanceSession) -> bool:
+        """Whether reading the agent's record moved an ``invited`` session to ``connected``."""
+        try:
+            moved = await self.reconcile(row)
+        except AgentUnavailable as exc:
+            log.warning("connection check failed: %s", exc)
+            raise agent_down() from exc
+        return moved is not None and moved.state == State.CONNECTED
+
     # --- agent events --------------------------------------------------------------------
     # Webhooks can overtake the HTTP answer that created their record (ACA-Py sends
     # ``offer-sent`` a few ms before ``send-offer`` returns), so an event for a record we have
@@ -203,25 +234,34 @@ class IssuanceService:
     async def connection_active(
         self, *, connection_id: str | None, invitation_msg_id: str | None, attempts: int = 1
     ) -> bool:
-        """Apply an ``active`` connection event; ``False`` when no session matched (yet)."""
+        """Apply an ``active`` connection event; ``False`` when no session matched (yet).
+
+        The session is matched by ``invitation_msg_id``, else by ``connection_id``; a session
+        that is past ``invited`` already (a repeated event) counts as matched."""
+        keys = [
+            (column, value)
+            for column, value in (
+                ("invitation_msg_id", invitation_msg_id),
+                ("connection_id", connection_id),
+            )
+            if value
+        ]
         for attempt in range(attempts):
-            row = await self._find(invitation_msg_id=invitation_msg_id, connection_id=connection_id)
-            if row is not None:
-                await self._connected(row, connection_id or row.connection_id)
+            for column, value in keys:
+                if await self._connected(column, value, connection_id):
+                    return True
+            if await self._matches(keys):
                 return True
             if attempt + 1 < attempts:
                 await asyncio.sleep(EVENT_RETRY_DELAY)
         return False
 
-    async def _connected(self, row: IssuanceSession, connection_id: str | None) -> Snapshot | None:
+    async def _connected(self, column: str, value: str, connection_id: str | None) -> bool:
         now = self.clock.now()
-        return await self.transition(
-            row.id,
-            State.CONNECTED,
-            connection_id=connection_id,
-            connected_at=now,
-            expires_at=now + self.invitation_timeout,
-        )
+        fields: dict[str, Any] = {"connected_at": now, "expires_at": now + self.invitation_timeout}
+        if connection_id:
+            fields["connection_id"] = connection_id
+        return await self.transition_by(column, value, State.CONNECTED, **fields) is not None
 
     async def exchange_finished(
         self, exchange_id: str, status: ExchangeStatus, detail: str | None = None, attempts: int = 1
@@ -229,18 +269,33 @@ class IssuanceService:
         """Apply a final exchange event; ``False`` when no session matched (yet)."""
         if status is ExchangeStatus.PENDING:
             return True
+        target = EXCHANGE_TO_STATE[status]
         for attempt in range(attempts):
-            row = await self._find(exchange_id=exchange_id)
-            if row is not None:
-                await self.transition(row.id, EXCHANGE_TO_STATE[status], error=detail)
+            if await self.transition_by("exchange_id", exchange_id, target, error=detail):
                 return True
+            if await self._matches([("exchange_id", exchange_id)]):
+                return True  # a repeated or late event: the session has moved on
             if attempt + 1 < attempts:
                 await asyncio.sleep(EVENT_RETRY_DELAY)
         return False
 
-    async def _find(self, **keys: str | None) -> IssuanceSession | None:
+    async def _matches(self, keys: list[tuple[str, str]]) -> bool:
+        """Whether a session is stored under any of these ``(column, value)`` keys."""
         async with self.db.session() as session:
-            return await queries.find_by(session, **keys)
+            for column, value in keys:
+                if await queries.exists(session, column, value):
+                    return True
+        return False
+
+    async def invitation_url(self, public_id: str) -> str:
+        """The agent's invitation URL behind a short id (``/i/<id>``) while the invitation can
+        be used: the session is still ``invited`` and not expired (Aries RFC 0434 wants a short
+        URL invalidated after an expiration time). ``NotFound`` otherwise."""
+        async with self.db.session() as session:
+            url = await queries.live_invitation(session, public_id, self.clock.now())
+        if url is None:
+            raise NotFound("This invitation is unknown or no longer valid.", code="no_invitation")
+        return url
 
     # --- reconciliation and expiry -------------------------------------------------------
 
@@ -250,7 +305,7 @@ class IssuanceService:
         if row.state == State.INVITED and row.invitation_url:
             invitation = Invitation(row.invitation_url, row.invitation_msg_id, row.connection_id)
             status = await agent.connection_status(invitation)
-            if status.active and await self._connected(row, status.connection_id):
+            if status.active and await self._connected("id", row.id, status.connection_id):
                 return await self.get(row.id)
         elif row.state == State.OFFERED and row.exchange_id:
             exchange = await agent.exchange_state(row.exchange_id)
