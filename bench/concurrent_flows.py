@@ -41,6 +41,7 @@ import os
 import statistics
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -79,10 +80,19 @@ STEPS = (
 )
 
 
-async def flow(http: Any, base_url: str) -> float:
-    """One browser's whole flow; returns its duration in seconds."""
+async def flow(
+    http: Any,
+    base_url: str,
+    first: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
+) -> float:
+    """One browser's whole flow; returns its duration in seconds. ``first`` sends its first
+    request (``bench.parity_portal`` resends it once, as browsers do)."""
     started = time.perf_counter()
-    visitor = await portal.open_session(http)
+
+    async def opening() -> Any:
+        return await portal.open_session(http)
+
+    visitor = await (first(opening) if first is not None else opening())
     page = await portal.open_page(base_url, visitor, timeout=FLOW_TIMEOUT)
     try:
         await page.reach("connected", timeout=FLOW_TIMEOUT)

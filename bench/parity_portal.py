@@ -123,16 +123,7 @@ async def legacy_flow(http: httpx.AsyncClient, base_url: str) -> float:
 
 async def our_flow(http: httpx.AsyncClient, base_url: str) -> float:
     """``bench.concurrent_flows.flow``, with ``once_more`` on its ``GET``."""
-    started = time.perf_counter()
-    visitor = await once_more(lambda: portal.open_session(http))
-    page = await portal.open_page(base_url, visitor, timeout=FLOW_TIMEOUT)
-    try:
-        await page.reach("connected", timeout=FLOW_TIMEOUT)
-        await portal.submit_name(http, visitor)
-        finished = await page.reach("accepted", timeout=FLOW_TIMEOUT)
-    finally:
-        await page.close()
-    return finished - started
+    return await concurrent_flows.flow(http, base_url, first=once_more)
 
 
 Flow = Callable[[httpx.AsyncClient, str], Awaitable[float]]

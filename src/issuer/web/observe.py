@@ -60,6 +60,21 @@ ALWAYS_HEADERS = (
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
+# One label of a host name (RFC 1123), a name of such labels, then an optional port; or an IPv6
+# literal. Anything else (an empty label, IDNA, several Host headers) takes the full path, where
+# werkzeug judges it (issuer.web.application: a bad Host is a 400).
+HOST = re.compile(
+    rb"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
+def plain_host(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Exactly one ``Host`` header, and an unremarkable one."""
+    hosts = [value for name, value in headers if name == b"host"]
+    return len(hosts) == 1 and len(hosts[0]) <= 255 and HOST.fullmatch(hosts[0]) is not None
+
+
 def new_request_id() -> str:
     """16 hex digits (64 random bits)."""
     return os.urandom(8).hex()
@@ -130,7 +145,7 @@ class RequestObserver:
             return
         started = perf_counter()
         fixed = self._fixed.get(scope["path"]) if scope["method"] == "GET" else None
-        if fixed is not None:
+        if fixed is not None and plain_host(scope["headers"]):
             await self._answer_fixed(scope, send, fixed, rid, started)
             return
         status = 0
