@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from issuer.lib.network import parse_host
 from issuer.logs import request_id
 
 # Plain mappings: hypercorn's TypedDicts would make every key lookup a union of types.
@@ -60,19 +61,13 @@ ALWAYS_HEADERS = (
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
-# One label of a host name (RFC 1123), a name of such labels, then an optional port; or an IPv6
-# literal. Anything else (an empty label, IDNA, several Host headers) takes the full path, where
-# werkzeug judges it (issuer.web.application: a bad Host is a 400).
-HOST = re.compile(
-    rb"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
-)
-
-
+# ``GET /health`` is answered here only for a plain ``Host`` (issuer.lib.network.parse_host);
+# anything else (an empty label, IDNA, several Host headers) takes the full path, where werkzeug
+# judges it (issuer.web.application: a bad Host is a 400).
 def plain_host(headers: list[tuple[bytes, bytes]]) -> bool:
     """Exactly one ``Host`` header, and an unremarkable one."""
     hosts = [value for name, value in headers if name == b"host"]
-    return len(hosts) == 1 and len(hosts[0]) <= 255 and HOST.fullmatch(hosts[0]) is not None
+    return len(hosts) == 1 and parse_host(hosts[0].decode("latin-1")) is not None
 
 
 def new_request_id() -> str:

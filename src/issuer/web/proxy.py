@@ -34,14 +34,13 @@ scheme is plain (``http``/``ws``):
   credentials and body in clear once more, and hide the mistake.
 
 ``/health``, ``/health/ready`` and ``/metrics`` are exempt: probes and scrapers speak plain
-HTTP inside the cluster. These answers are made here, before the app: they carry no request
-id or security headers and are not in the access log or latency metric.
+HTTP inside the cluster. These answers are made here, before the app, but inside
+``issuer.web.observe``'s layer: they carry a request id and the security headers and are in the
+access log and the latency metric (route ``<unmatched>``).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
@@ -50,18 +49,13 @@ from quart import Quart
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from issuer.lib.network import Network
+from issuer.lib.network import Network, parse_host, trusted
 from issuer.web.errors import error_response
 
 EXEMPT = frozenset({"/health", "/health/ready", "/metrics"})
 CODE = "https_required"
 MESSAGE = "HTTPS is required; this request was not processed."
 PAGE_TYPES = ("text/html", "application/xhtml+xml")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOST = re.compile(
-    rf"(?:(?P<name>{_LABEL}(?:\.{_LABEL})*)|\[(?P<ipv6>[0-9A-Fa-f:.]{{2,45}})\])"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
 # (scope type, X-Forwarded-Proto) -> the scope's scheme.
 SCHEMES = {
     ("http", "http"): "http",
@@ -69,24 +63,6 @@ SCHEMES = {
     ("websocket", "http"): "ws",
     ("websocket", "https"): "wss",
 }
-
-
-def parse_host(value: str) -> tuple[str, int | None] | None:
-    """``"example.org:8443"`` → ``("example.org", 8443)``, ``"[::1]"`` → ``("::1", None)``;
-    ``None`` when ``value`` is not a valid ``host[:port]`` (RFC 9110 §7.2, names as LDH
-    labels)."""
-    match = HOST.fullmatch(value)
-    if match is None:
-        return None
-    port = int(match["port"]) if match["port"] else None
-    if port is not None and not 0 < port < 65536:
-        return None
-    if match["ipv6"] is not None:
-        try:
-            return str(ipaddress.IPv6Address(match["ipv6"])), port
-        except ValueError:
-            return None
-    return (match["name"], port) if len(match["name"]) <= 253 else None
 
 
 def last_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -111,11 +87,7 @@ def peer_trusted(scope: dict[str, Any], proxies: tuple[Network, ...]) -> bool:
     client = scope.get("client")
     if not client:
         return False
-    try:
-        address = ipaddress.ip_address(client[0])
-    except ValueError:
-        return False
-    return any(address in network for network in proxies)
+    return trusted(client[0], proxies)
 
 
 def forwarded(scope: dict[str, Any]) -> dict[str, Any]:
