@@ -98,31 +98,6 @@ class RequestObserver:
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         self._fixed[path] = (headers, body)
 
-    async def _answer_fixed(
-        self,
-        scope: Scope,
-        send: Send,
-        fixed: tuple[list[tuple[bytes, bytes]], bytes],
-        rid: str,
-        started: float,
-    ) -> None:
-        headers, body = fixed
-        scope[ROUTE] = scope["path"]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    *headers,
-                    *DEFAULT_HEADERS,
-                    *self.always,
-                    (b"x-request-id", rid.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        self._answered(scope, 200, perf_counter() - started)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
@@ -139,10 +114,6 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        fixed = self._fixed.get(scope["path"]) if scope["method"] == "GET" else None
-        if fixed is not None and plain_host(scope["headers"]):
-            await self._answer_fixed(scope, send, fixed, rid, started)
-            return
         status = 0
 
         async def observed_send(message: Message) -> None:
@@ -162,6 +133,13 @@ class RequestObserver:
             else:
                 await send(message)
 
+        fixed = self._fixed.get(scope["path"]) if scope["method"] == "GET" else None
+        if fixed is not None and plain_host(scope["headers"]):
+            headers, body = fixed
+            scope[ROUTE] = scope["path"]
+            await observed_send({"type": "http.response.start", "status": 200, "headers": headers})
+            await observed_send({"type": "http.response.body", "body": body})
+            return
         await self.app(scope, receive, observed_send)
 
     def _answered(self, scope: Scope, status: int, seconds: float) -> None:
