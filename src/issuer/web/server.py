@@ -242,13 +242,9 @@ async def tie_worker_to_master() -> None:
     itself). Reads multiprocessing's private ``_target``/``_kwargs``: if they change, nothing
     is tied, and the local agents still die with the worker (``issuer.lib.processes``)."""
     parent = multiprocessing.parent_process()
-    me = multiprocessing.current_process()
-    event = getattr(me, "_kwargs", {}).get("shutdown_event")
-    target = getattr(me, "_target", None)
-    if parent is None or parent.pid is None or event is None:
+    if not in_hypercorn_worker() or parent is None or parent.pid is None:
         return
-    if not getattr(target, "__module__", "").startswith("hypercorn."):
-        return
+    event = multiprocessing.current_process()._kwargs["shutdown_event"]  # type: ignore[attr-defined]
     master, loop = parent.pid, asyncio.get_running_loop()
 
     def alone() -> None:
