@@ -17,7 +17,6 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -36,11 +35,11 @@ from sqlalchemy.pool import QueuePool
 
 from issuer.db import Database
 from issuer.errors import Unauthenticated
+from issuer.ops.routes import agent_ready, answers
 from issuer.outbox import queries as outbox_queries
 from issuer.web.context import services, settings
 
 if TYPE_CHECKING:
-    from issuer.issuance.agents.base import Agent
     from issuer.services import Services
 
 REQUESTS = Histogram(
@@ -107,7 +106,6 @@ POOL_OVERFLOW = Gauge(
 )
 OUTBOX_KINDS = ("email", "event")
 SAMPLE_EVERY = 5.0  # seconds
-PROBE_TIMEOUT = 2.0  # seconds the backlog query or the agent may take at a scrape
 SAMPLER = "issuer.metrics.sampler"  # app.extensions key of the app's ScrapeSampler
 log = logging.getLogger(__name__)
 
@@ -176,8 +174,8 @@ class ScrapeSampler:
     says whether the database answers) and the agent's readiness — at most once per ``every``
     seconds, however often ``/metrics`` is fetched; concurrent scrapes share one reading.
 
-    A failed or slow (:data:`PROBE_TIMEOUT`) reading sets ``issuer_ready`` to 0 and leaves the
-    outbox figures as last read.
+    A failed or slow (``issuer.ops.routes.READY_TIMEOUT``) reading sets ``issuer_ready`` to 0
+    and leaves the outbox figures as last read.
     """
 
     def __init__(self, every: float = SAMPLE_EVERY) -> None:
@@ -190,10 +188,11 @@ class ScrapeSampler:
             if self._last is not None and time.monotonic() - self._last < self.every:
                 return
             database, agent = await asyncio.gather(
-                _probe(read_backlog(found.db, found.clock.now())), _probe(_agent_ready(found.agent))
+                answers(read_backlog(found.db, found.clock.now())),
+                answers(agent_ready(found.agent)),
             )
-            READY.labels("database").set(database)
-            READY.labels("agent").set(agent)
+            READY.labels("database").set(float(database))
+            READY.labels("agent").set(float(agent))
             self._last = time.monotonic()
 
 
@@ -213,16 +212,3 @@ async def read_backlog(db: Database, now: datetime) -> bool:
     for kind, age in oldest.items():
         OUTBOX_OLDEST.labels(kind).set(age)
     return True
-
-
-async def _agent_ready(agent: Agent | None) -> bool:
-    return agent is not None and await agent.ready()
-
-
-async def _probe(check: Awaitable[bool]) -> float:
-    """1.0 when ``check`` answers ``True`` within :data:`PROBE_TIMEOUT` seconds, else 0.0."""
-    try:
-        return 1.0 if await asyncio.wait_for(check, PROBE_TIMEOUT) else 0.0
-    except Exception as exc:  # down, refused, timed out: the metric says so
-        log.debug("metrics probe failed: %r", exc)
-        return 0.0

@@ -4,7 +4,9 @@ agent), and the ``issuer_build_info`` metric."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +17,11 @@ from sqlalchemy import text
 from issuer.release import Release
 from issuer.web.context import services
 
+if TYPE_CHECKING:
+    from issuer.issuance.agents.base import Agent
+
 blueprint = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0
 # app.extensions key of the one Health answer, built by register_release().
 HEALTH = "issuer.health"
@@ -70,16 +76,18 @@ async def _database_ok() -> bool:
     return True
 
 
-async def _agent_ok() -> bool:
-    agent = services().agent
+async def agent_ready(agent: Agent | None) -> bool:
     return agent is not None and await agent.ready()
 
 
-async def _check(probe: Any) -> str:
+async def answers(check: Awaitable[bool]) -> bool:
+    """Whether ``check`` answers ``True`` within :data:`READY_TIMEOUT` seconds (an error: it
+    does not). Readiness and the ``issuer_ready`` metric ask the same way."""
     try:
-        return "ok" if await asyncio.wait_for(probe(), READY_TIMEOUT) else "down"
-    except Exception:
-        return "down"
+        return bool(await asyncio.wait_for(check, READY_TIMEOUT))
+    except Exception as exc:  # down, refused, timed out
+        log.debug("readiness check failed: %r", exc)
+        return False
 
 
 @blueprint.get("/health/ready")
@@ -87,8 +95,9 @@ async def _check(probe: Any) -> str:
 @document_response(Readiness, 503)
 async def ready() -> tuple[Readiness, int]:
     """Readiness: the database and the credential agent both answer (503 when either is down)."""
-    database, agent = await asyncio.gather(_check(_database_ok), _check(_agent_ok))
-    up = database == "ok" and agent == "ok"
+    found = await asyncio.gather(answers(_database_ok()), answers(agent_ready(services().agent)))
+    database, agent = ("ok" if up else "down" for up in found)
+    up = all(found)
     return Readiness(status="ok" if up else "unavailable", database=database, agent=agent), (
         200 if up else 503
     )
