@@ -8,20 +8,15 @@ log). Logs go to ``bench/results/logs/NAME.log``; ``stop()`` ends the group it s
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from tests.support.servers import process_tree
+from tests.support.servers import ServerProcess, process_tree
 
-from bench.common import ROOT, cpu_seconds, free_port, log_dir
+from bench.common import cpu_seconds, free_port, log_dir
 
 
-class GunicornServer:
+class GunicornServer(ServerProcess):
     def __init__(
         self,
         name: str,
@@ -32,23 +27,17 @@ class GunicornServer:
         workers: int = 1,
         threads: int = 1,
     ) -> None:
+        log_path = log_dir() / f"{name}.log"
+        log_path.write_text("")
+        super().__init__(free_port(), {**env, "NO_PROXY": "127.0.0.1,localhost"}, log_path, workers)
         self.name = name
         self.app = app
-        self.env = env
         self.worker_class = worker_class
-        self.workers = workers
         self.threads = threads
-        self.port = free_port()
-        self.log_path = log_dir() / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> GunicornServer:
+    def command(self) -> list[str]:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        command = [
+        return [
             gunicorn,
             "--bind",
             f"127.0.0.1:{self.port}",
@@ -64,29 +53,13 @@ class GunicornServer:
             "--no-control-socket",
             self.app,
         ]
-        env = {**os.environ, **self.env, "NO_PROXY": "127.0.0.1,localhost"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200 and len(self.pids) > self.workers:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def ready(self) -> bool:
+        return len(self.pids) > self.workers  # the master and every worker
+
+    def start(self, timeout: float = 30.0) -> GunicornServer:
+        super().start(timeout)
+        return self
 
     @property
     def pids(self) -> list[int]:
@@ -103,13 +76,3 @@ class GunicornServer:
             except (OSError, IndexError):
                 continue
         return total
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
