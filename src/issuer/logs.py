@@ -33,17 +33,14 @@ class JsonLines(JsonFormatter):
         super().__init__(
             "%(levelname)s %(name)s %(message)s %(request_id)s %(process)d",
             rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
-            timestamp=True,
         )
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
         super().add_fields(log_data, record, message_dict)
-        log_data["timestamp"] = self.formatTime(record)
+        created = datetime.fromtimestamp(record.created, UTC)
+        log_data["timestamp"] = created.isoformat(timespec="milliseconds")
 
 
 TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
