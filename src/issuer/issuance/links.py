@@ -17,8 +17,7 @@ from quart import Blueprint, Response, redirect, request
 from quart_schema import document_response
 from werkzeug.datastructures import MIMEAccept
 
-from issuer.errors import NotFound
-from issuer.issuance.invitations import deep_link, is_public_id, message_json, short_url
+from issuer.issuance.invitations import deep_link, message_json, short_url
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.schemas import InvitationMessage
 from issuer.issuance.states import State
@@ -75,8 +74,6 @@ async def short_invitation(public_id: str) -> Any:
     wallet (``invited``, until ``ISSUER_INVITATION_TIMEOUT``); then, or for an unknown id, 404
     ``no_invitation``.
     """
-    if not is_public_id(public_id):
-        raise NotFound("This invitation is unknown or no longer valid.", code="no_invitation")
     url = await services().issuance.invitation_url(public_id)
     if wants_json(request.accept_mimetypes) and (message := message_json(url)) is not None:
         return Response(message, content_type=f"{JSON}; charset=utf-8", headers=NOT_CACHED)

@@ -21,7 +21,7 @@ from issuer.db import Database
 from issuer.errors import Conflict, NotFound, Unavailable
 from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
-from issuer.issuance.invitations import new_public_id
+from issuer.issuance.invitations import is_public_id, new_public_id
 from issuer.issuance.models import IssuanceSession
 from issuer.issuance.states import State
 from issuer.ops.metrics import ISSUANCE_DURATION, TRANSITIONS
@@ -291,8 +291,10 @@ class IssuanceService:
         """The agent's invitation URL behind a short id (``/i/<id>``) while the invitation can
         be used: the session is still ``invited`` and not expired (Aries RFC 0434 wants a short
         URL invalidated after an expiration time). ``NotFound`` otherwise."""
-        async with self.db.session() as session:
-            url = await queries.live_invitation(session, public_id, self.clock.now())
+        url = None
+        if is_public_id(public_id):  # no query for what no id can look like
+            async with self.db.session() as session:
+                url = await queries.live_invitation(session, public_id, self.clock.now())
         if url is None:
             raise NotFound("This invitation is unknown or no longer valid.", code="no_invitation")
         return url
