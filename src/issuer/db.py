@@ -8,10 +8,11 @@ this process) is registered with :func:`after_commit`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import DateTime, MetaData, event
@@ -24,8 +25,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
+from sqlalchemy.orm.base import manager_of_class as manager_of
 from sqlalchemy.types import TypeDecorator
+
+from issuer import sqlite
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -35,6 +39,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 AFTER_COMMIT = "after_commit"
+# A connection's statements commit on their own (asyncpg: a flag, set without a round trip).
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+M = TypeVar("M")
 
 
 class Base(DeclarativeBase):
@@ -61,6 +68,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def detached(cls: type[M], values: Mapping[Any, Any]) -> M:
+    """An instance of model ``cls`` holding ``values`` (a Core row's mapping), detached from
+    any session: built through the mapper's class manager, because the constructor fires an
+    attribute event per column, which costs more than the statement that read the row."""
+    found: M = manager_of(cls).new_instance()
+    found.__dict__.update(values)
+    make_transient_to_detached(found)
+    return found
+
+
 def load_models() -> MetaData:
     """Import every feature's ``models`` module, so that all tables are on ``Base.metadata``
     (for Alembic and for tests) without a list to keep by hand."""
@@ -83,9 +100,10 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 
 
 def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) -> AsyncEngine:
-    """Create the engine; SQLite gets WAL and a busy timeout so concurrent writers wait."""
+    """Create the engine; SQLite gets WAL, a busy timeout so concurrent writers wait, and one
+    trip to aiosqlite's thread per statement (``issuer.sqlite``)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 15})
+        engine = create_async_engine(url, connect_args={"timeout": 15}, module=sqlite.dbapi())
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -110,6 +128,31 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 10.0) ->
     )
 
 
+class WriterLock:
+    """One writing transaction at a time in this process, for SQLite: it allows one writer,
+    and a second one that finds the database locked waits in sqlite3's busy handler, which
+    sleeps 1, 2, 5 … 100 ms between tries on a thread of the pool, however soon the first
+    commits. Waiting here instead costs nothing and ends at that commit. A task that holds it
+    may enter it again (a statement of its own inside its transaction)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+
 class Database:
     """Owns the engine and the session factory for one app instance."""
 
@@ -117,6 +160,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size, pool_timeout=pool_timeout)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL runs units of one statement in autocommit (:meth:`statement`); SQLite
+        # takes one writer at a time.
+        self._autocommit = self.engine.dialect.name == "postgresql"
+        self._writer = None if self._autocommit else WriterLock()
 
     @property
     def is_postgres(self) -> bool:
@@ -130,12 +177,35 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: committed on success, rolled back on error; then the
-        :func:`after_commit` callbacks run."""
-        async with self._sessions() as session:
+        :func:`after_commit` callbacks run. On SQLite one at a time (:class:`WriterLock`)."""
+        async with self._writing(), self._sessions() as session:
             async with session.begin():
                 yield session
-            for callback in session.info.pop(AFTER_COMMIT, []):
-                callback()
+            callbacks = session.info.pop(AFTER_COMMIT, [])
+        for callback in callbacks:
+            callback()
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncSession]:
+        """A session for a unit of work that PostgreSQL runs as one statement (a read, an
+        ``UPDATE … RETURNING``, a data-modifying ``WITH``): there the statement commits on its
+        own, without the ``BEGIN`` and ``COMMIT`` round trips around it (one round trip
+        instead of three) — a statement is atomic by itself. On SQLite, where such a unit may
+        take several statements, a transaction as :meth:`transaction`. Either way the
+        :func:`after_commit` callbacks run after it."""
+        if not self._autocommit:
+            async with self.transaction() as session:
+                yield session
+            return
+        async with self._sessions() as session:
+            await session.connection(execution_options=AUTOCOMMIT)
+            yield session
+            callbacks = session.info.pop(AFTER_COMMIT, [])
+        for callback in callbacks:
+            callback()
+
+    def _writing(self) -> AbstractAsyncContextManager[None]:
+        return self._writer.held() if self._writer is not None else nullcontext()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
