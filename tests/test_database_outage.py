@@ -38,7 +38,7 @@ async def check_unavailable(response: Any) -> None:
 async def test_a_connection_killed_inside_a_transaction_answers_503(
     overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = queries.stamp_login
+    real = queries.open_login
     admin = await asyncpg.connect(asyncpg_dsn(overrides["database_url"]))
 
     async def killed_first(session: Any, *args: Any, **kwargs: Any) -> Any:
@@ -51,11 +51,11 @@ async def test_a_connection_killed_inside_a_transaction_answers_503(
     async with running(overrides, **CHEAP) as app:
         client = app.test_client()
         await register(client)
-        monkeypatch.setattr(queries, "stamp_login", killed_first)
+        monkeypatch.setattr(queries, "open_login", killed_first)
         response = await login(client)
         assert response.status_code == 503, await response.get_data(as_text=True)
         await check_unavailable(response)
-        monkeypatch.setattr(queries, "stamp_login", real)
+        monkeypatch.setattr(queries, "open_login", real)
         assert (await login(client)).status_code == 200  # recovered
     await admin.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,42 +98,48 @@ class LoginSessions:
         self.touch_every = min(timedelta(seconds=60), self.idle_timeout / 4)
 
     def _tokens(
-        self, user: User, row: LoginSession, refresh_jti: str | None = None
+        self, user: User, sid: str, expires_at: datetime, refresh_jti: str | None = None
     ) -> tuple[TokenPair, Claims]:
+        """The tokens of login session ``sid`` (which ends at ``expires_at``)."""
         sub = user.entity_id.hex
-        access, claims = self.codec.issue(Purpose.ACCESS, sub=sub, sid=row.id, ttl=self.access_ttl)
-        remaining = (row.expires_at - self.clock.now()).total_seconds()
+        access, claims = self.codec.issue(Purpose.ACCESS, sub=sub, sid=sid, ttl=self.access_ttl)
+        remaining = (expires_at - self.clock.now()).total_seconds()
         refresh, refresh_claims = self.codec.issue(
-            Purpose.REFRESH, sub=sub, sid=row.id, ttl=max(1, remaining), jti=refresh_jti
+            Purpose.REFRESH, sub=sub, sid=sid, ttl=max(1, remaining), jti=refresh_jti
         )
-        return TokenPair(access, refresh, claims.exp, row.id), refresh_claims
+        return TokenPair(access, refresh, claims.exp, sid), refresh_claims
 
     async def open(
-        self, session: AsyncSession, user: User, *, kind: str, client: Client
-    ) -> TokenPair:
+        self,
+        session: AsyncSession,
+        user: User,
+        *,
+        kind: str,
+        client: Client,
+        proof: queries.PasswordProof | None = None,
+    ) -> TokenPair | None:
         """A new login session (and its tokens) inside the caller's transaction; a new one for
-        every authentication (ASVS 7.2.4). ``kind``: ``api`` or ``browser``."""
+        every authentication (ASVS 7.2.4). ``kind``: ``api`` or ``browser``. Its row, the
+        user's last login and its ``session.opened`` event are one statement on PostgreSQL.
+
+        With ``proof`` (a password login), that statement also checks it; ``None`` when it no
+        longer holds (nothing was written)."""
         now = self.clock.now()
-        row = LoginSession(
-            id=secrets.token_urlsafe(24),
-            user_id=user.id,
-            kind=kind,
-            user_agent=client.user_agent,
-            ip=client.ip,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + self.session_ttl,
-        )
-        pair, refresh = self._tokens(user, row)
-        row.refresh_jti = refresh.jti
-        session.add(row)
-        await self.outbox.event(
+        sid, expires_at = secrets.token_urlsafe(24), now + self.session_ttl
+        pair, refresh = self._tokens(user, sid, expires_at)
+        login = {
+            "id": sid, "kind": kind, "user_agent": client.user_agent, "ip": client.ip,
+            "created_at": now, "last_seen_at": now, "expires_at": expires_at,
+            "refresh_jti": refresh.jti,
+        }  # fmt: skip
+        event = self.outbox.event_row(
             session, "session.opened",
-            {**user_event(user), "session": {"id": row.id, "kind": kind,
+            {**user_event(user), "session": {"id": sid, "kind": kind,
                                             "created_at": now.isoformat()}},
-            user_id=user.id,
         )  # fmt: skip
-        log.info("login entity_id=%s sid=%s… kind=%s", user.entity_id.hex, row.id[:6], kind)
+        if await queries.open_login(session, user.id, now, login, event, proof) is None:
+            return None
+        user.last_login_at = now
         return pair
 
     def claims(self, token: str, purpose: Purpose) -> Claims:
@@ -222,7 +228,8 @@ class LoginSessions:
             log.warning("refresh token reuse: login sid=%s… revoked", claims.sid[:6])
             raise refused(REVOKED, "refresh_token_reused")
         log.info("tokens refreshed sid=%s…", claims.sid[:6])
-        pair, _ = self._tokens(principal.user, principal.session, refresh_jti=current_jti)
+        row = principal.session
+        pair, _ = self._tokens(principal.user, row.id, row.expires_at, refresh_jti=current_jti)
         return pair
 
     async def revoke(self, principal: Principal, reason: str) -> None:

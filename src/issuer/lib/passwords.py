@@ -7,6 +7,7 @@ parameters are refused before verifying, so an imported row cannot become a deni
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import bcrypt
@@ -40,8 +41,9 @@ class PasswordHashing:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
-        # Verified against when the account does not exist, so both cases cost the same.
-        self.dummy_hash = self._hasher.hash("not a real password, only for timing")
+        # Verified against when the account does not exist (or has no password), so both cases
+        # cost the same. Of a random secret: no password anyone knows matches it.
+        self.dummy_hash = self._hasher.hash(secrets.token_urlsafe(32))
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)

@@ -2,16 +2,19 @@
 
 Claiming is one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``, which
 sets a lease (``locked_until``), so several workers share the work without sending a message
-twice; on SQLite (one worker) the same statement runs without the row locks. Failures back off
+twice; on SQLite (one worker) the same statement runs without the row locks. The messages of a
+batch are marked sent by the claim of the next batch, right after their delivery (on PostgreSQL
+one statement, outside a transaction: one round trip per batch). Failures back off
 exponentially; after ``max_attempts`` the message is marked failed and logged as an error. A
-process killed between commit and delivery leaves rows that the next dispatcher picks up.
+process killed between commit and delivery, or between delivery and the mark, leaves leased
+rows that the next dispatcher picks up once the lease runs out: delivery is at least once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from prometheus_client import Counter
@@ -43,7 +46,10 @@ class Dispatcher:
         backoff_base: float = 2.0,
         backoff_max: float = 600.0,
         poll_interval: float = 1.0,
+        mark_delay: float = 0.05,
     ) -> None:
+        """``mark_delay``: seconds delivered messages may wait for the next claim to mark
+        them sent (meanwhile their lease keeps other dispatchers away)."""
         self.db = db
         self._deliver = deliver
         self.clock = clock or SystemClock()
@@ -53,6 +59,7 @@ class Dispatcher:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
+        self.mark_delay = mark_delay
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -61,40 +68,76 @@ class Dispatcher:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set, finishing the batch in hand (a transaction cut by
-        cancellation can leave SQLite's write lock behind)."""
+        cancellation can leave SQLite's write lock behind).
+
+        The messages of a batch are marked sent by the statement that claims the next batch:
+        the one a wake-up brings (a commit), or at the latest ``mark_delay`` seconds after the
+        delivery — under a stream of events one round trip each, not one to claim, one to
+        mark and one to find nothing more. A wake-up that comes while a batch is out is not
+        lost: the next round runs at once."""
         waiting = asyncio.ensure_future(stopping.wait())
+        sent: list[int] = []
         try:
             while not stopping.is_set():
+                self._wake.clear()  # what commits from now on, the next round claims
                 try:
-                    busy = await self.run_once()
+                    claimed = await self.claim(sent)
+                    sent = []
+                    sent = await self.deliver(claimed)
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")
-                    busy = 0
-                if busy < self.batch and not stopping.is_set():
-                    self._wake.clear()
-                    woken = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait(
-                        {woken, waiting}, timeout=self.poll_interval, return_when="FIRST_COMPLETED"
-                    )
-                    woken.cancel()
+                    claimed = []
+                    self._wake.clear()  # wait a poll interval before the next try
+                if len(claimed) >= self.batch or stopping.is_set():
+                    continue  # more may be due
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {woken, waiting},
+                    timeout=self.mark_delay if sent else self.poll_interval,
+                    return_when="FIRST_COMPLETED",
+                )
+                woken.cancel()
         finally:
             waiting.cancel()
+            if sent:
+                await self._mark_sent_on_the_way_out(sent)
 
-    async def claim(self) -> list[OutboxMessage]:
+    async def _mark_sent_on_the_way_out(self, sent: list[int]) -> None:
+        try:
+            await self.mark_sent(sent)
+        except Exception:  # their leases run out and they are sent again: at least once
+            log.exception("outbox: %d delivered messages could not be marked sent", len(sent))
+
+    async def claim(self, sent: Sequence[int] = ()) -> list[OutboxMessage]:
+        """Mark the messages ``sent`` (ids) delivered and lease the next batch: one statement
+        on PostgreSQL (and with ``SKIP LOCKED``, so several workers claim at once)."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
+        async with self.db.statement() as session:
             return await queries.claim(
                 session,
                 now=now,
                 lease_until=now + self.lease,
                 limit=self.batch,
                 skip_locked=self.db.is_postgres,
+                sent=sent,
             )
 
+    async def mark_sent(self, sent: Sequence[int]) -> None:
+        async with self.db.statement() as session:
+            await queries.mark_sent(session, sent, self.clock.now())
+
+    async def deliver(self, claimed: list[OutboxMessage]) -> list[int]:
+        """Deliver a claimed batch concurrently; the ids of the messages delivered (those that
+        failed are rescheduled or given up on here)."""
+        done = await asyncio.gather(*(self._attempt(message) for message in claimed))
+        return [message.id for message, ok in zip(claimed, done, strict=True) if ok]
+
     async def run_once(self) -> int:
-        """Deliver one batch; returns how many messages it claimed."""
+        """Deliver one batch and mark it; returns how many messages it claimed."""
         claimed = await self.claim()
-        await asyncio.gather(*(self._attempt(message) for message in claimed))
+        sent = await self.deliver(claimed)
+        if sent:
+            await self.mark_sent(sent)
         return len(claimed)
 
     async def drain(self) -> None:
@@ -110,15 +153,14 @@ class Dispatcher:
             # Leased elsewhere: that dispatcher is delivering; look again shortly.
             await asyncio.sleep(0.05)
 
-    async def _attempt(self, message: OutboxMessage) -> None:
+    async def _attempt(self, message: OutboxMessage) -> bool:
         try:
             await self._deliver(message)
         except Exception as exc:
             await self._failed(message, exc)
-            return
-        async with self.db.transaction() as session:
-            await queries.mark_sent(session, message.id, self.clock.now())
+            return False
         DELIVERED.labels(message.kind).inc()
+        return True
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]

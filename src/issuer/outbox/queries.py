@@ -1,41 +1,94 @@
-"""The outbox's SQL: claim a batch under a lease, mark a message sent, failed or rescheduled."""
+"""The outbox's SQL: claim a batch under a lease, mark messages sent, failed or rescheduled.
+
+The dispatcher's statements run for every delivered message, so they are built once here (Core,
+with bound parameters: compiled once, cached) rather than per call. On PostgreSQL, marking a
+batch sent and claiming the next one are one statement (a data-modifying ``WITH``), run on its
+own as its own transaction: one round trip where there were two transactions of three.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    all_,
+    any_,
+    bindparam,
+    func,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.outbox.models import OutboxMessage
 
+_outbox = cast(Table, OutboxMessage.__table__)
+_c = _outbox.c
+_SENT = bindparam("sent", type_=ARRAY(Integer))  # PostgreSQL: the ids as one array parameter
+_DUE = (
+    select(_c.id)
+    .where(_c.sent_at.is_(None), _c.failed_at.is_(None), _c.available_at <= bindparam("now"))
+    .where(or_(_c.locked_until.is_(None), _c.locked_until < bindparam("now")))
+    .order_by(_c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
 
-def _due(now: datetime) -> Any:
+
+def _leasing(due: Any) -> Any:
+    """Lease the ``due`` rows (a new attempt each), returning whole rows as ORM objects."""
     return (
-        select(OutboxMessage.id)
-        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))
-        .where(OutboxMessage.available_at <= now)
-        .where(or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now))
+        update(_outbox)
+        .where(_c.id.in_(due.scalar_subquery()))
+        .values(locked_until=bindparam("lease_until"), attempts=_c.attempts + 1)
+        .returning(*_outbox.c)
     )
+
+
+_CLAIM = select(OutboxMessage).from_statement(_leasing(_DUE))
+_MARK_SENT = (
+    update(_outbox)
+    .where(_c.id.in_(bindparam("ids", expanding=True)))
+    .values(sent_at=bindparam("now"), locked_until=null(), last_error=null())
+)
+# PostgreSQL: mark ``sent`` and claim the next batch in one statement. Both parts see the same
+# snapshot, in which the rows being marked are still leased, so not due; they are left out by
+# id as well, should their lease have run out meanwhile (a row updated twice in one statement).
+_SETTLE_AND_CLAIM = select(OutboxMessage).from_statement(
+    _leasing(_DUE.where(_c.id != all_(_SENT)).with_for_update(skip_locked=True)).add_cte(
+        update(_outbox)
+        .where(_c.id == any_(_SENT))
+        .values(sent_at=bindparam("now"), locked_until=null(), last_error=null())
+        .cte("sent")
+    )
+)
 
 
 async def claim(
-    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int, skip_locked: bool
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    skip_locked: bool,
+    sent: Sequence[int] = (),
 ) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due messages, oldest first; ``skip_locked`` (PostgreSQL) lets
-    several dispatchers claim at once without waiting for each other's rows."""
-    due = _due(now).order_by(OutboxMessage.id).limit(limit)
+    """Mark the messages ``sent`` (ids) delivered, then lease up to ``limit`` due messages,
+    oldest first. ``skip_locked`` (PostgreSQL) lets several dispatchers claim at once without
+    waiting for each other's rows; there, both are one statement."""
+    values = {"now": now, "lease_until": lease_until, "limit": limit}
     if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    rows = await session.scalars(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()))
-        .values(locked_until=lease_until, attempts=OutboxMessage.attempts + 1)
-        .returning(OutboxMessage)
-        .execution_options(synchronize_session=False)
-    )
-    return list(rows)
+        return list(await session.scalars(_SETTLE_AND_CLAIM, values | {"sent": list(sent)}))
+    if sent:
+        await mark_sent(session, sent, now)
+    return list(await session.scalars(_CLAIM, values))
 
 
 async def count_pending(session: AsyncSession, now: datetime) -> int:
@@ -61,12 +114,9 @@ async def backlog(session: AsyncSession) -> list[tuple[str, bool, int, datetime 
     return [(kind, bool(dead), int(count), first) for kind, dead, count, first in rows]
 
 
-async def mark_sent(session: AsyncSession, message_id: int, now: datetime) -> None:
-    await session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == message_id)
-        .values(sent_at=now, locked_until=None, last_error=None)
-    )
+async def mark_sent(session: AsyncSession, ids: Sequence[int], now: datetime) -> None:
+    """Mark the messages ``ids`` delivered (and their leases released)."""
+    await session.execute(_MARK_SENT, {"ids": list(ids), "now": now})
 
 
 async def mark_attempt_failed(
