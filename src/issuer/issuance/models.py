@@ -11,6 +11,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 from issuer.db import Base, UTCDateTime, utcnow
 from issuer.issuance.states import State
 
+# The broker topic of a session's snapshots is this prefix and the session id.
+TOPIC_PREFIX = "issuance:"
+# Errors are stored (and pushed, inside NOTIFY's 8000 bytes) up to this many characters.
+ERROR_LIMIT = 500
+
+
+def topic(session_id: str) -> str:
+    """The broker topic of an issuance session's snapshots."""
+    return f"{TOPIC_PREFIX}{session_id}"
+
 
 class IssuanceSession(Base):
     """One visitor's way from invitation to credential. ``id`` is 256 bits from ``secrets``."""

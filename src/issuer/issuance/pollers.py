@@ -13,7 +13,8 @@ import logging
 import time
 
 from issuer.issuance.agents.base import AgentUnavailable
-from issuer.issuance.service import IssuanceService, topic
+from issuer.issuance.models import topic
+from issuer.issuance.service import IssuanceService
 from issuer.issuance.states import FINAL_STATES
 from issuer.supervisor import Supervisor
 

@@ -1,4 +1,8 @@
-"""The issuance sessions' SQL: small typed functions, session first."""
+"""The issuance sessions' SQL: small typed functions, session first.
+
+The hot path's statements are Core statements on the table, built once (building one costs more
+than running it) and run with bind parameters, most as a unit of one statement
+(``Database.statement``); the rows come back as detached ``IssuanceSession`` objects."""
 
 from __future__ import annotations
 
@@ -6,15 +10,46 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, null, select, update
+from sqlalchemy import (
+    Executable,
+    Table,
+    Text,
+    Update,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer.issuance.models import IssuanceSession
+from issuer.db import detached
+from issuer.issuance.models import TOPIC_PREFIX, IssuanceSession
 from issuer.issuance.states import ACTIVE_STATES, ALLOWED_FROM, State
+from issuer.realtime.broker import notification
+
+TABLE = cast(Table, IssuanceSession.__table__)
+BY_ID = select(TABLE).where(TABLE.c.id == bindparam("session_id"))
+INSERT = insert(TABLE)
+
+
+# Every column as None: what a new row holds where the insert names no value.
+UNSET = dict.fromkeys(TABLE.c.keys())
+
+
+async def add(session: AsyncSession, values: dict[str, Any]) -> IssuanceSession:
+    """Store a new session; the stored row. ``values`` names every column that is not NULL
+    (a JSON column given None would hold JSON ``null``, not SQL NULL)."""
+    await session.execute(INSERT, values)
+    return detached(IssuanceSession, {**UNSET, **values})
 
 
 async def get(session: AsyncSession, session_id: str) -> IssuanceSession | None:
-    return await session.get(IssuanceSession, session_id)
+    found = (await session.execute(BY_ID, {"session_id": session_id})).first()
+    return None if found is None else detached(IssuanceSession, found._mapping)
 
 
 async def by_ids(session: AsyncSession, session_ids: list[str]) -> list[IssuanceSession]:
@@ -22,9 +57,6 @@ async def by_ids(session: AsyncSession, session_ids: list[str]) -> list[Issuance
     return list(rows)
 
 
-# The hot path's statements are Core statements on the table (no ORM statement processing),
-# built once (building one costs more than running it) and run with bind parameters.
-TABLE = cast(Table, IssuanceSession.__table__)
 LIVE_INVITATION = (
     select(TABLE.c.invitation_url)
     .where(TABLE.c.invitation_public_id == bindparam("public_id"))
@@ -58,14 +90,6 @@ async def exists(session: AsyncSession, column: str, value: str) -> bool:
     return found is not None
 
 
-async def transition(
-    session: AsyncSession, session_id: str, target: State, now: datetime, fields: dict[str, Any]
-) -> IssuanceSession | None:
-    """Move the session to ``target`` if its state is an allowed predecessor; the new row, or
-    ``None`` when the state did not allow it (a duplicate or late event)."""
-    return await transition_by(session, "id", session_id, target, now, fields)
-
-
 async def transition_by(
     session: AsyncSession,
     column: str,
@@ -73,22 +97,34 @@ async def transition_by(
     target: State,
     now: datetime,
     fields: dict[str, Any],
+    *,
+    notify: bool,
 ) -> IssuanceSession | None:
-    """:func:`transition` of the session whose ``column`` (``id``, ``invitation_msg_id``,
-    ``connection_id``, ``exchange_id``) is ``value``, in one statement (an agent event needs
-    no lookup first); ``None`` when no session there is in an allowed predecessor state."""
-    statement = _transition_statement(column, target, frozenset(fields))
+    """Move the session whose ``column`` (``id``, ``invitation_msg_id``, ``connection_id``,
+    ``exchange_id``) is ``value`` to ``target`` if its state is an allowed predecessor, in one
+    statement (an agent event needs no lookup first); the new row, or ``None`` when no session
+    there is in an allowed predecessor state (a duplicate or late event).
+
+    ``notify``: the same statement publishes the new snapshot to the PostgreSQL broker
+    (``issuer.realtime.broker.notification``), sent when it commits."""
+    statement = _transition_statement(column, target, frozenset(fields), notify)
     parameters = {"match": value, "now": now, **{f"new_{k}": v for k, v in fields.items()}}
-    row = (await session.execute(statement, parameters)).one_or_none()
-    # A detached copy of the updated row (the session's identity map is not involved).
-    return None if row is None else IssuanceSession(**row._mapping)
+    if notify:
+        parameters["now_iso"] = now.isoformat()
+    found = (await session.execute(statement, parameters)).first()
+    if found is None:
+        return None
+    values = dict(found._mapping)
+    values.pop("notified", None)
+    return detached(IssuanceSession, values)
 
 
 @functools.cache
-def _transition_statement(column: str, target: State, names: frozenset[str]) -> Update:
-    """The ``UPDATE … RETURNING`` of :func:`transition_by` for one shape of call, built once
-    (building it costs more than running it): bind parameters ``match``, ``now`` and
-    ``new_<field>``."""
+def _transition_statement(
+    column: str, target: State, names: frozenset[str], notify: bool
+) -> Executable:
+    """The statement of :func:`transition_by` for one shape of call, built once: bind
+    parameters ``match``, ``now``, ``new_<field>`` (and ``now_iso`` when it notifies)."""
     columns = TABLE.c
     values: dict[str, Any] = {
         "state": target.value,
@@ -98,13 +134,25 @@ def _transition_statement(column: str, target: State, names: frozenset[str]) -> 
     }
     if target.is_final:
         values["finished_at"] = bindparam("now", type_=columns.finished_at.type)
-    return (
+    moving: Update = (
         update(TABLE)
         .where(columns[column] == bindparam("match", type_=columns[column].type))
         .where(columns.state.in_(sorted(s.value for s in ALLOWED_FROM[target])))
         .values(values)
         .returning(*columns)
     )
+    if not notify:
+        return moving
+    moved = moving.cte("moved")
+    snapshot = func.json_build_object(  # IssuanceSession.snapshot(), in SQL
+        literal_column("'id'"), moved.c.id,
+        literal_column("'state'"), moved.c.state,
+        literal_column("'version'"), moved.c.version,
+        literal_column("'error'"), moved.c.error,
+        literal_column("'updated_at'"), bindparam("now_iso", type_=Text),
+    )  # fmt: skip
+    topic = literal(TOPIC_PREFIX, Text) + moved.c.id
+    return select(*moved.c, notification(topic, snapshot).label("notified"))
 
 
 async def claim_offer(

@@ -18,7 +18,7 @@ from issuer.issuance.agents.acapy import connection_is_active, exchange_status
 from issuer.issuance.agents.base import AgentUnavailable
 from issuer.issuance.i18n import LANGUAGES, texts
 from issuer.issuance.links import WalletLinks, wallet_links
-from issuer.issuance.models import IssuanceSession
+from issuer.issuance.models import IssuanceSession, topic
 from issuer.issuance.schemas import (
     AcceptanceCheck,
     ConnectionCheck,
@@ -28,7 +28,7 @@ from issuer.issuance.schemas import (
     WebhookEvent,
     name_form,
 )
-from issuer.issuance.service import EVENT_RETRIES, IssuanceService, topic
+from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.ops.metrics import WEBSOCKETS

@@ -22,7 +22,7 @@ from issuer.errors import Conflict, NotFound, Unavailable
 from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
 from issuer.issuance.invitations import is_public_id, new_public_id
-from issuer.issuance.models import IssuanceSession
+from issuer.issuance.models import ERROR_LIMIT, TOPIC_PREFIX, IssuanceSession, topic
 from issuer.issuance.states import State
 from issuer.ops.metrics import ISSUANCE_DURATION, TRANSITIONS
 from issuer.outbox.service import Outbox
@@ -48,12 +48,6 @@ def agent_down() -> Unavailable:
 
 
 Snapshot = Message
-TOPIC_PREFIX = "issuance:"
-
-
-def topic(session_id: str) -> str:
-    """The broker topic of an issuance session's snapshots."""
-    return f"{TOPIC_PREFIX}{session_id}"
 
 
 def snapshot_replay(db: Database) -> Callable[[list[str]], Awaitable[list[tuple[str, Message]]]]:
@@ -105,7 +99,7 @@ class IssuanceService:
     # --- reading -------------------------------------------------------------------------
 
     async def get(self, session_id: str) -> IssuanceSession | None:
-        async with self.db.session() as session:
+        async with self.db.statement() as session:
             return await queries.get(session, session_id)
 
     # --- transitions ---------------------------------------------------------------------
@@ -118,25 +112,38 @@ class IssuanceService:
         self, column: str, value: str, target: State, **fields: Any
     ) -> Snapshot | None:
         """:meth:`transition` of the session whose ``column`` is ``value`` (an agent event's
-        ``invitation_msg_id``, ``connection_id`` or ``exchange_id``): one ``UPDATE``, no
-        lookup first."""
+        ``invitation_msg_id``, ``connection_id`` or ``exchange_id``): one statement, no lookup
+        first, which also publishes the snapshot on PostgreSQL (one round trip in all). An
+        accepted credential's event goes to the outbox in the same transaction."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            row = await queries.transition_by(session, column, value, target, now, fields)
-            if row is None:
-                return None
-            snapshot = row.snapshot()
-            if target is State.ACCEPTED:
-                await self.outbox.event(
-                    session,
-                    "credential.accepted",
-                    {
-                        "session_id": row.id,
-                        "exchange_id": row.exchange_id,
-                        "language": row.language,
-                    },
+        if fields.get("error"):
+            fields["error"] = fields["error"][:ERROR_LIMIT]
+        notify = self.broker.notifies_in_sql
+        if target is State.ACCEPTED:
+            async with self.db.transaction() as session:
+                row = await queries.transition_by(
+                    session, column, value, target, now, fields, notify=notify
                 )
-            await self.broker.stage(session, topic(row.id), snapshot)
+                if row is not None:
+                    await self.outbox.event(
+                        session,
+                        "credential.accepted",
+                        {
+                            "session_id": row.id,
+                            "exchange_id": row.exchange_id,
+                            "language": row.language,
+                        },
+                    )
+        else:
+            async with self.db.statement() as session:
+                row = await queries.transition_by(
+                    session, column, value, target, now, fields, notify=notify
+                )
+        if row is None:
+            return None
+        snapshot = row.snapshot()
+        if not notify:  # committed: this worker's listeners are all there are
+            self.broker.deliver(topic(row.id), snapshot)
         TRANSITIONS.labels(target.value).inc()
         if target.is_final and row.finished_at is not None:
             elapsed = (row.finished_at - row.created_at).total_seconds()
@@ -155,21 +162,21 @@ class IssuanceService:
             log.warning("invitation failed: %s", exc)
             raise agent_down() from exc
         now = self.clock.now()
-        row = IssuanceSession(
-            id=secrets.token_urlsafe(32),
-            state=State.INVITED,
-            version=1,
-            language=language,
-            invitation_url=invitation.url,
-            invitation_public_id=new_public_id(),
-            invitation_msg_id=invitation.invitation_msg_id,
-            connection_id=invitation.connection_id,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + self.invitation_timeout,
-        )
-        async with self.db.transaction() as session:
-            session.add(row)
+        values = {
+            "id": secrets.token_urlsafe(32),
+            "state": State.INVITED.value,
+            "version": 1,
+            "language": language,
+            "invitation_url": invitation.url,
+            "invitation_public_id": new_public_id(),
+            "invitation_msg_id": invitation.invitation_msg_id,
+            "connection_id": invitation.connection_id,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": now + self.invitation_timeout,
+        }
+        async with self.db.statement() as session:
+            row = await queries.add(session, values)
         return row, invitation
 
     async def offer(self, session_id: str, attributes: dict[str, str]) -> Snapshot:
@@ -202,7 +209,7 @@ class IssuanceService:
         webhook was missed (then it claims again)."""
         caught_up = False
         while True:
-            async with self.db.transaction() as session:
+            async with self.db.statement() as session:
                 connection_id = await queries.claim_offer(session, session_id, attributes)
             if connection_id is not None:
                 return connection_id
@@ -293,7 +300,7 @@ class IssuanceService:
         URL invalidated after an expiration time). ``NotFound`` otherwise."""
         url = None
         if is_public_id(public_id):  # no query for what no id can look like
-            async with self.db.session() as session:
+            async with self.db.statement() as session:
                 url = await queries.live_invitation(session, public_id, self.clock.now())
         if url is None:
             raise NotFound("This invitation is unknown or no longer valid.", code="no_invitation")

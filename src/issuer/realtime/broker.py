@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import ColumnElement, Text, cast, delete, func, insert, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.clock import Clock
@@ -92,6 +92,10 @@ class Listener:
 
 class Broker:
     """In-process fan-out."""
+
+    # Whether a statement can publish itself, with :func:`notification` among its columns
+    # (PostgreSQL); otherwise the caller delivers with :meth:`deliver` once it committed.
+    notifies_in_sql = False
 
     def __init__(self, queue_size: int = 256) -> None:
         self.queue_size = queue_size
@@ -167,6 +171,8 @@ class Broker:
 class PostgresBroker(Broker):
     """Cross-worker fan-out through PostgreSQL ``LISTEN/NOTIFY``."""
 
+    notifies_in_sql = True
+
     def __init__(
         self,
         dsn: str,
@@ -215,7 +221,9 @@ class PostgresBroker(Broker):
         )
 
     async def publish(self, topic: str, message: Message) -> None:
-        async with self._db.transaction() as session:
+        # Autocommit: the notification is one round trip, not BEGIN, NOTIFY and COMMIT (a
+        # message by reference is stored, and committed, before its notification).
+        async with self._db.statement() as session:
             await self.stage(session, topic, message)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -327,6 +335,15 @@ class PostgresBroker(Broker):
                 self._watching(False)
                 with suppress(Exception):
                     await conn.close(timeout=2)
+
+
+def notification(topic: ColumnElement[str], message: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``pg_notify`` of ``message`` (a JSON expression) to ``topic``'s listeners in every
+    worker, as a column of a statement that publishes what it changed: sent when that statement
+    commits, in the envelope :class:`PostgresBroker` reads. The message must stay well under
+    NOTIFY's 8000 bytes (there is no fallback to ``realtime_payloads`` here)."""
+    envelope = func.json_build_object(literal_column("'t'"), topic, literal_column("'m'"), message)
+    return func.pg_notify(literal_column(f"'{CHANNEL}'"), cast(envelope, Text))
 
 
 def _payload_only(on_payload: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
