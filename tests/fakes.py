@@ -26,6 +26,7 @@ class FakeAgent:
         self.offers: list[tuple[str, dict[str, str]]] = []
         self.abandoned: list[str] = []
         self.calls = 0
+        self.status_reads = 0  # connection_status calls: reads of a connection record
 
     def _call(self) -> None:
         self.calls += 1
@@ -39,6 +40,7 @@ class FakeAgent:
 
     async def connection_status(self, invitation: Invitation) -> ConnectionStatus:
         self._call()
+        self.status_reads += 1
         msg = invitation.invitation_msg_id or ""
         if msg in self.connected:
             return ConnectionStatus(f"conn-{msg}", active=True)

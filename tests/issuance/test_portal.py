@@ -133,6 +133,47 @@ async def test_websocket_pushes_state_changes(
         assert second["state"] == "connected" and second["version"] == 2
 
 
+async def test_a_reconnecting_socket_reads_a_missed_connection_back_from_the_agent(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    session_id, _ = await start(client)
+    row = await services_of(app).issuance.get(session_id)
+    fake_agent.connected.add(row.invitation_msg_id)  # the wallet connected; its webhook was lost
+    async with client.websocket(f"/ws/issuance/{session_id}", headers=ORIGIN) as ws:
+        assert (await ws.receive_json())["state"] == "invited"  # the stored state first
+        assert (await ws.receive_json())["state"] == "connected"  # then the agent's record
+    assert fake_agent.status_reads == 1
+
+
+async def test_the_fresh_pages_first_socket_does_not_read_the_agent(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    """The start page marks itself fresh: it shows the session its request just stored, so
+    its first socket skips the read-back (one agent call less per visitor)."""
+    response = await client.get("/")
+    page = await response.get_data(as_text=True)
+    assert 'data-fresh="1"' in page
+    session_id = re.search(r'data-session="([^"]+)"', page).group(1)
+    row = await services_of(app).issuance.get(session_id)
+    async with client.websocket(f"/ws/issuance/{session_id}?fresh=1", headers=ORIGIN) as ws:
+        assert (await ws.receive_json())["state"] == "invited"
+        hook = {
+            "connection_id": "c-1",
+            "invitation_msg_id": row.invitation_msg_id,
+            "state": "active",
+        }
+        await client.post(
+            "/webhooks/topic/connections/", json=hook, headers={"X-API-Key": "hook-key"}
+        )
+        # The socket's loop delivered this, so it is past the point where it would have
+        # started a read-back: none ran, and none is pending.
+        assert (await ws.receive_json())["state"] == "connected"
+    assert fake_agent.status_reads == 0
+    assert services_of(app).supervisor.task(f"catch-up:{session_id}") is None
+    resumed = await (await client.get("/name")).get_data(as_text=True)
+    assert "data-fresh" not in resumed  # a reload may have missed something: it reads back
+
+
 async def test_websocket_refuses_foreign_origin_and_foreign_session(
     client: Any, app: Quart
 ) -> None:

@@ -83,8 +83,15 @@ def note_listener(session_id: str) -> None:
 
 
 async def render_page(
-    row_state: dict[str, Any], language: str, links: WalletLinks | None, status: int = 200
+    row_state: dict[str, Any],
+    language: str,
+    links: WalletLinks | None,
+    status: int = 200,
+    *,
+    fresh: bool = False,
 ) -> tuple[str, int]:
+    """The portal page; ``fresh``: it shows a session this request created, so its first
+    websocket needs no read-back from the agent (``?fresh=1``)."""
     config = settings()
     labels = texts(language)
     body = await render_template(
@@ -97,6 +104,7 @@ async def render_page(
         attributes=[(name, labels.get(name, name)) for name in config.attribute_names],
         csrf=csrf_token(session),
         test_wallet=services().test_wallet_url is not None,
+        fresh=fresh,
     )
     return body, status
 
@@ -114,7 +122,7 @@ async def start_page(language: str | None = None) -> Any:
         return await render_page(error, language, None, 503)
     remember(row.id)
     links = await wallet_links(row, texts(language)["scan"])
-    return await render_page(row.snapshot(), language, links)
+    return await render_page(row.snapshot(), language, links, fresh=True)
 
 
 @blueprint.get("/name")
@@ -212,7 +220,12 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
 
 @blueprint.websocket("/ws/issuance/<session_id>")
 async def issuance_updates(session_id: str) -> None:
-    """Live session state: the stored state on connect, then every change (JSON snapshots)."""
+    """Live session state: the stored state on connect, then every change (JSON snapshots).
+
+    On connect the agent's record is read back too, in case a webhook was missed, unless the
+    query says ``fresh=1``: the page that asks so was rendered with the session it had just
+    created (its first socket opens a moment later; the sweeper still reads back sessions
+    that stay quiet)."""
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host")):
         await refuse("origin not allowed")
         return
@@ -231,7 +244,7 @@ async def issuance_updates(session_id: str) -> None:
         if row.state in FINAL_STATES:
             return
         note_listener(session_id)
-        if svc.agent_pushes_events:
+        if svc.agent_pushes_events and websocket.args.get("fresh") != "1":
             services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, row))
         with WEBSOCKETS.labels("issuance").track_inprogress(), suppress(ShuttingDown):
             while True:

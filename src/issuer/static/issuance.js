@@ -11,6 +11,9 @@
   let version = Number(root.dataset.version || 0);
   let state = root.dataset.state;
   let retryDelay = 500;
+  // A page that started its session has the state the server just stored: its first socket
+  // asks the server not to read the agent's record back (reconnects and reloads do).
+  let fresh = root.dataset.fresh === "1";
 
   function show(step) {
     state = step;
@@ -22,7 +25,9 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(`${scheme}//${location.host}/ws/issuance/${sessionId}`);
+    const query = fresh ? "?fresh=1" : "";
+    fresh = false;
+    const socket = new WebSocket(`${scheme}//${location.host}/ws/issuance/${sessionId}${query}`);
     socket.addEventListener("open", () => { liveStatus.hidden = true; retryDelay = 500; });
     socket.addEventListener("message", (event) => {
       const snapshot = JSON.parse(event.data);
