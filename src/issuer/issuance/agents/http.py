@@ -23,7 +23,12 @@ def make_client(
     )
 
 
-async def call(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+def endpoint(client: httpx.AsyncClient, path: str, **query: str) -> httpx.URL:
+    """The absolute URL of ``path`` (and ``query``) on ``client``'s base URL, to build once."""
+    return client.base_url.join(path.lstrip("/")).copy_merge_params(query)
+
+
+async def call(client: httpx.AsyncClient, method: str, url: str | httpx.URL, **kwargs: Any) -> Any:
     """Send one request and return its JSON body; any failure becomes ``AgentUnavailable``."""
     try:
         response = await client.request(method, url, **kwargs)
