@@ -180,7 +180,7 @@ def build_services(settings: Settings, *, agent: Agent | None, clock: Clock) -> 
         backoff_max=settings.outbox_backoff_max,
         poll_interval=settings.outbox_poll_interval,
     )
-    outbox = Outbox(clock, dispatcher.wake)
+    outbox = Outbox(clock, dispatcher.wake, publishes_events=publisher is not None)
     passwords = Passwords(
         PasswordHashing(
             time_cost=settings.argon2_time_cost,

@@ -299,3 +299,29 @@ async def test_two_dispatchers_share_the_work_without_double_sends(
     assert sorted(m.to for m in mails) == sorted(addresses)
     assert delivered["a"] + delivered["b"] == total
     assert delivered["a"] > 0 and delivered["b"] > 0, delivered  # both took a share
+
+
+async def test_an_event_with_no_broker_to_go_to_is_recorded_delivered(database_url: str) -> None:
+    """Without RabbitMQ a domain event that is nobody's entity event has nowhere to go: it is
+    written delivered, and the dispatcher never claims it. With a broker it waits for one."""
+    db = Database(database_url)
+    try:
+        woken: list[str] = []
+        recording = Outbox(SystemClock(), wake=lambda: woken.append("none"), publishes_events=False)
+        publishing = Outbox(SystemClock(), wake=lambda: woken.append("amqp"), publishes_events=True)
+        async with db.transaction() as session:
+            kept = await recording.event(session, "credential.accepted", {"session_id": "s1"})
+            queued = await publishing.event(session, "credential.accepted", {"session_id": "s2"})
+        async with db.session() as session:
+            rows = {
+                row.event_id: row
+                for row in await session.scalars(
+                    select(OutboxMessage).where(OutboxMessage.event_id.in_([kept, queued]))
+                )
+            }
+        assert rows[kept].sent_at is not None and rows[queued].sent_at is None
+        assert woken == ["amqp"]
+        claimed = await Dispatcher(db, lambda message: asyncio.sleep(0)).claim()
+        assert [message.event_id for message in claimed] == [queued]
+    finally:
+        await db.dispose()

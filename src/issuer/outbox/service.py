@@ -21,16 +21,25 @@ from issuer.outbox.templates import render_email
 
 
 class Outbox:
-    def __init__(self, clock: Clock, wake: Callable[[], None]) -> None:
-        """``wake``: tells the dispatcher that rows were committed (it polls otherwise)."""
+    def __init__(
+        self, clock: Clock, wake: Callable[[], None], *, publishes_events: bool = True
+    ) -> None:
+        """``wake``: tells the dispatcher that rows were committed (it polls otherwise).
+        ``publishes_events``: a message broker is configured. Without one, a domain event
+        that is no user's entity event (those also go to the websockets) has nowhere to go: it
+        is recorded as delivered when it is written, and the dispatcher never sees it."""
         self._clock = clock
         self._wake = wake
+        self._publishes_events = publishes_events
 
     def _add(self, session: AsyncSession, message: OutboxMessage) -> uuid.UUID:
         now = self._clock.now()
         message.created_at = message.available_at = now
         session.add(message)
-        after_commit(session, self._wake)
+        if message.kind == "event" and message.seq is None and not self._publishes_events:
+            message.sent_at = now  # recorded, as a delivery with no broker would leave it
+        else:
+            after_commit(session, self._wake)
         return message.event_id
 
     async def event(
