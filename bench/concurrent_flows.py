@@ -26,8 +26,16 @@ does — not the bench — so the app sees the agent's traffic pattern (events a
 process while its own calls are in flight) and the bench only plays the browsers. By default it
 posts only the two events the app acts on; ``--all-webhooks`` posts ACA-Py's whole sequence
 (11 per flow). The app runs as in production: hypercorn with ``hypercorn.toml`` (one worker),
-SQLite unless ``--database postgresql``. CPU seconds used by each process during the run are
-printed, since everything shares 2 cores.
+SQLite unless ``--database postgresql``.
+
+The load generator (this process: ``bench.portal``'s raw asyncio HTTP/1.1 and websocket
+clients on uvloop) and the stub (``bench.stub_server``) are built to cost about a millisecond
+of CPU per flow each (httpx, ``websockets`` and a hypercorn stub cost ~22 and ~13 ms), since
+real browsers and a real agent would run on other machines; nothing is pinned (``taskset``) —
+all processes share both cores, as they would on one host. The CPU
+each used during the burst is printed separately, per completed flow: the app's workers, the
+stub, the load generator and, on PostgreSQL, the PostgreSQL server (every process of it,
+including backends that exited meanwhile).
 
 Run alone: ``python -m bench.concurrent_flows [--flows 500] [--latency 0.2] [--database
 postgresql --workers 2]``.
@@ -41,7 +49,6 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -59,11 +66,14 @@ from bench.common import (
     heading,
     hypercorn_backlog,
     listen_overflows,
+    postgres_cpu,
+    postmaster_pid,
     raise_nofile,
     scratch_database,
     summarize,
     thread_cpu_ns,
 )
+from bench.http1 import Client, ConnectionClosed
 
 ROUND_TRIPS = 4
 QUIET = 0.05
@@ -73,26 +83,17 @@ FLOW_TIMEOUT = 120.0
 
 STEPS = (
     "GET / (session, invitation, QR page)",
-    "websocket open + catch-up read-back",
+    "websocket open (the stored state)",
     "connections webhook → 'connected' push",
     "POST /name (credential offer)",
     "final webhook → 'accepted' push",
 )
 
 
-async def flow(
-    http: Any,
-    base_url: str,
-    first: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
-) -> float:
-    """One browser's whole flow; returns its duration in seconds. ``first`` sends its first
-    request (``bench.parity_portal`` resends it once, as browsers do)."""
+async def flow(http: Client, base_url: str) -> float:
+    """One browser's whole flow; returns its duration in seconds."""
     started = time.perf_counter()
-
-    async def opening() -> Any:
-        return await portal.open_session(http)
-
-    visitor = await (first(opening) if first is not None else opening())
+    visitor = await portal.open_session(http)
     page = await portal.open_page(base_url, visitor, timeout=FLOW_TIMEOUT)
     try:
         await page.reach("connected", timeout=FLOW_TIMEOUT)
@@ -143,9 +144,12 @@ async def alone(base_url: str, count: int) -> float:
         return statistics.median([await flow(http, base_url) for _ in range(count)])
 
 
-async def concurrently(base_url: str, flows: int) -> tuple[float, list[float], Counter[str]]:
-    """All ``flows`` at once: wall time, durations of the completed ones, failures by kind."""
-    async with portal.client(base_url, flows + 10, timeout=FLOW_TIMEOUT) as http:
+async def concurrently(
+    base_url: str, flows: int
+) -> tuple[float, list[float], Counter[str], dict[str, Any]]:
+    """All ``flows`` at once: wall time, durations of the completed ones, failures by kind,
+    and the client's counters (connections opened, ``GET`` requests resent)."""
+    async with portal.client(base_url, timeout=FLOW_TIMEOUT) as http:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(flow(http, base_url) for _ in range(flows)), return_exceptions=True
@@ -153,12 +157,45 @@ async def concurrently(base_url: str, flows: int) -> tuple[float, list[float], C
         wall = time.perf_counter() - started
     durations = [r for r in results if isinstance(r, float)]
     failures = Counter(failure_kind(r) for r in results if isinstance(r, BaseException))
-    return wall, durations, failures
+    client = {"connections": http.opened, "resent": http.resent}
+    return wall, durations, failures, {**client, "closed_after_idle_s": idle_before_close(results)}
 
 
 def failure_kind(exc: BaseException) -> str:
+    """A short name for a failed flow: the request and status, the request the server closed
+    its connection on, or the exception's type and the start of its message."""
     text = str(exc) or type(exc).__name__
-    return text.split(":", 1)[0][:60] if "→" in text else type(exc).__name__
+    if "→" in text:
+        return text.split(":", 1)[0][:60]
+    if isinstance(exc, ConnectionClosed):
+        on = "a new connection" if exc.idle is None else "a kept-alive one"
+        return f"{exc.request}: closed unanswered, on {on}"
+    return f"{type(exc).__name__}: {text}"[:80] if str(exc) else type(exc).__name__
+
+
+def idle_before_close(results: list[Any]) -> list[float]:
+    """How long (s) the kept-alive connections had been idle before the server closed them
+    under a request (from the client's side: a close racing the request)."""
+    return sorted(
+        round(r.idle, 2) for r in results if isinstance(r, ConnectionClosed) and r.idle is not None
+    )
+
+
+def cpu_meter(workers: list[int], stub: int, database: str) -> CpuMeter:
+    """The CPU meter of a burst: app workers, stub, load generator, PostgreSQL server."""
+    pids = {f"app worker {i + 1}": pid for i, pid in enumerate(workers)}
+    pids.update({"stub": stub, "load generator": os.getpid()})
+    postmaster = postmaster_pid() if database == "postgresql" else None
+    probes = {"PostgreSQL": lambda: postgres_cpu(postmaster)} if postmaster else {}
+    return CpuMeter(pids, probes)
+
+
+def per_flow_cpu(used: dict[str, float], completed: int) -> dict[str, float]:
+    """CPU ms per completed flow: the app's workers together, the stub, the load generator
+    and PostgreSQL (when measured)."""
+    app = sum(v for k, v in used.items() if k.startswith("app worker"))
+    parts = {"app": app, **{k: v for k, v in used.items() if not k.startswith("app worker")}}
+    return {k: v * 1000 / max(1, completed) for k, v in parts.items()}
 
 
 def target_ratio(database: str, workers: int) -> float:
@@ -210,11 +247,11 @@ def run(
             stub.configure(latency=latency, connect_after=latency, accept_after=latency)
             t_alone_latency = uvloop.run(alone(app.url, 3))
             stub.configure(reset=True)
-            pids = {f"app worker {i + 1}": pid for i, pid in enumerate(app.worker_pids)}
-            pids.update(stub=stub.proc.pid, bench=os.getpid())
+            assert stub.proc is not None
+            portal.settle_heap()
             overflows = listen_overflows()
-            with CpuMeter(pids) as cpu:
-                wall, durations, failures = uvloop.run(concurrently(app.url, flows))
+            with cpu_meter(app.worker_pids, stub.proc.pid, database) as cpu:
+                wall, durations, failures, client = uvloop.run(concurrently(app.url, flows))
             overflows = listen_overflows() - overflows
             stats = stub.stats()
         finally:
@@ -244,6 +281,8 @@ def run(
         failures=dict(failures),
         per_flow=summarize(durations),
         cpu_seconds=cpu.used,
+        cpu_ms_per_completed_flow=per_flow_cpu(cpu.used, len(durations)),
+        client=client,
         listen_overflows=overflows,
         agent=stats,
         app_cpu_ms_per_step=steps,
@@ -264,15 +303,24 @@ def run(
         f"({wall / loose:.2f}× the looser bound {loose:.2f} s)"
     )
     print(f"  completed {len(durations)}/{flows}; failures: {dict(failures) or 'none'}")
+    if client["closed_after_idle_s"]:
+        print(
+            "  kept-alive connections the server closed under a request had been idle (s, as "
+            f"the client saw it): {client['closed_after_idle_s']}"
+        )
     print(f"  per flow: {fmt(summarize(durations, 1.0), 's')}")
     print(
         f"  agent calls: {stats['requests']}; webhooks posted {stats['webhooks_sent']}, "
-        f"failed {stats['webhooks_failed']}"
+        f"retried {stats['webhooks_retried']}, failed {stats['webhooks_failed']}; browsers "
+        f"opened {client['connections']} HTTP connections, resent {client['resent']} GETs"
     )
     print(f"  {cpu.describe()}")
+    shares = per_flow_cpu(cpu.used, len(durations))
+    print("  CPU per completed flow: " + ", ".join(f"{k} {v:.2f} ms" for k, v in shares.items()))
     machine_floor = sum(cpu.used.values()) / (os.cpu_count() or 1)
     print(
-        f"  every process of the run (app, stub, bench) on {os.cpu_count()} cores: "
+        f"  every process measured (app, stub, load generator, PostgreSQL) on {os.cpu_count()} "
+        "cores: "
         f"{machine_floor:.1f} s of CPU per core = {machine_floor / bound:.1f}× the latency bound "
         "(no ratio below this is possible on this machine)"
     )

@@ -15,6 +15,15 @@ answered ``create-invitation`` the holder's connection turns ``active``, and tha
 With ``all_webhooks`` it posts ACA-Py's whole sequence (4 ``connections``, 3 ``out_of_band``,
 4 ``issue_credential_v2_0`` events), otherwise only the two the app acts on.
 
+Cheap on purpose (it shares the cores with the app it answers): it runs on
+``bench.stub_server`` (a raw asyncio server, ``latency`` added per call with ``call_later``) and
+posts webhooks with ``bench.http1.Client`` over at most 100 keep-alive connections — ACA-Py's
+aiohttp session also posts at most 100 at a time; the others wait their turn. A webhook that
+failed (no answer — e.g. a kept-alive connection the app closed as it was sent — or a status
+above 299) is posted again 10 s later, at most 4 times, as ACA-Py 1.7 does; ``/_bench/stats``
+counts ``webhooks_sent``, ``webhooks_failed`` (gave up), ``webhooks_retried`` (attempts after
+the first) and ``webhooks_pending``.
+
 Run alone: ``python -m bench.fake_acapy --port 8031 [--latency 0.2] [--webhook-url URL --webhook-key
 KEY --connect-after 0.2 --accept-after 0.2]``.
 """
@@ -26,13 +35,18 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from bench.http1 import Client, ProtocolError
+from bench.stub_server import Request, StubBase, serve
 
-from bench.asgi import Request, StubBase, serve
-
+# ACA-Py's aiohttp session posts at most 100 webhooks at a time.
+WEBHOOKS_IN_FLIGHT = 100
+# ACA-Py 1.7 retries a failed webhook 10 s later, 4 times at most.
+RETRY_AFTER = 10.0
+RETRIES = 4
 ISSUER_DID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
 CONNECTION_STEPS = (
     ("invitation", "invitation-sent"),
@@ -75,13 +89,12 @@ class FakeAcaPy(StubBase):
     did: str | None = None
     webhooks_sent: int = 0
     webhooks_failed: int = 0
-    _client: httpx.AsyncClient | None = None
+    webhooks_retried: int = 0
+    webhooks_pending: int = 0
+    _client: Client | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # ACA-Py's aiohttp session posts at most 100 webhooks at a time; queueing in front of httpx
-    # rather than inside its pool keeps the stub's CPU cost per webhook flat under a backlog.
-    _in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))
 
-    async def handle(self, request: Request) -> tuple[int, Any, str]:
+    def handle(self, request: Request) -> tuple[int, Any, str]:
         method, path = request.method, request.path
         if method == "POST" and path == "/out-of-band/create-invitation":
             return 200, self.create_invitation(), "POST /out-of-band/create-invitation"
@@ -91,10 +104,9 @@ class FakeAcaPy(StubBase):
             return 200, {"results": found}, "GET /connections"
         if method == "GET" and path.startswith("/connections/"):
             record = self.connections.get(path.rsplit("/", 1)[1])
-            return (200, record) if record else (
-                404,
-                "404: Record not found",
-            ), "GET /connections/{id}"
+            if record is None:
+                return 404, "404: Record not found", "GET /connections/{id}"
+            return 200, record, "GET /connections/{id}"
         if method == "POST" and path == "/issue-credential-2.0/send-offer":
             body = request.json() or {}
             return 200, self.send_offer(str(body.get("connection_id"))), "POST send-offer"
@@ -122,7 +134,7 @@ class FakeAcaPy(StubBase):
         }
         self.by_invitation[msg_id] = connection_id
         if self.connect_after is not None:
-            self.later(self.connect_after, self.connect(connection_id))
+            self.later(self.connect_after, lambda: self.connect(connection_id))
         return {
             "state": "initial",
             "invi_msg_id": msg_id,
@@ -143,7 +155,7 @@ class FakeAcaPy(StubBase):
         }
         self.exchanges[cred_ex_id] = record
         if self.accept_after is not None:
-            self.later(self.accept_after, self.accept(cred_ex_id))
+            self.later(self.accept_after, lambda: self.accept(cred_ex_id))
         return dict(record)
 
     def exchange_call(self, method: str, path: str) -> tuple[int, Any, str]:
@@ -161,14 +173,20 @@ class FakeAcaPy(StubBase):
 
     # --- playing the holder and the agent's webhooks ---------------------------------------
 
-    def later(self, delay: float, coroutine: Any) -> None:
-        async def run() -> None:
-            await asyncio.sleep(delay)
-            await coroutine
+    def later(self, delay: float, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """``start()`` as a task ``delay`` seconds from now (a timer until then, not a task)."""
+        self.webhooks_pending += 1
 
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        def run() -> None:
+            task = asyncio.create_task(start())
+            self._tasks.add(task)
+            task.add_done_callback(self.done)
+
+        asyncio.get_running_loop().call_later(delay, run)
+
+    def done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.webhooks_pending -= 1
 
     async def connect(self, connection_id: str) -> None:
         record = self.connections[connection_id]
@@ -188,25 +206,33 @@ class FakeAcaPy(StubBase):
             await self.post("issue_credential_v2_0", dict(record))
 
     async def post(self, topic: str, body: dict[str, Any]) -> None:
+        """POST one event to ``{webhook_url}/topic/{topic}/`` as ACA-Py 1.7 does: a failed
+        attempt (no answer, or a status above 299) is retried ``RETRY_AFTER`` seconds later, at
+        most ``RETRIES`` times (``transport/outbound/manager.py``); aiohttp resends nothing
+        itself (a ``POST`` is not idempotent)."""
         if not self.webhook_url:
             return
         if self._client is None:
-            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-            self._client = httpx.AsyncClient(timeout=30, limits=limits, trust_env=False)
-        headers = {"X-API-Key": self.webhook_key} if self.webhook_key else {}
-        try:
-            async with self._in_flight:
-                url = f"{self.webhook_url}/topic/{topic}/"
-                response = await self._client.post(url, json=body, headers=headers)
-            ok = response.status_code < 300
-        except httpx.HTTPError:
-            ok = False
-        self.webhooks_sent += ok
-        self.webhooks_failed += not ok
+            self._client = Client(self.webhook_url, connections=WEBHOOKS_IN_FLIGHT, timeout=30)
+        headers = [("X-API-Key", self.webhook_key)] if self.webhook_key else []
+        data = json.dumps(body).encode()
+        path = f"/topic/{topic}/"
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                self.webhooks_retried += 1
+                await asyncio.sleep(RETRY_AFTER)
+            try:
+                response = await self._client.post(path, data, "application/json", headers)
+            except (OSError, TimeoutError, ProtocolError):
+                continue
+            if response.status < 300:
+                self.webhooks_sent += 1
+                return
+        self.webhooks_failed += 1
 
     def configure(self, **settings: Any) -> None:
         if settings.get("reset"):
-            self.webhooks_sent = self.webhooks_failed = 0
+            self.webhooks_sent = self.webhooks_failed = self.webhooks_retried = 0
         super().configure(**settings)
 
     def stats(self) -> dict[str, Any]:
@@ -214,7 +240,8 @@ class FakeAcaPy(StubBase):
             **super().stats(),
             "webhooks_sent": self.webhooks_sent,
             "webhooks_failed": self.webhooks_failed,
-            "webhooks_pending": len(self._tasks),
+            "webhooks_retried": self.webhooks_retried,
+            "webhooks_pending": self.webhooks_pending,
         }
 
 

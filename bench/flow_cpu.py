@@ -14,7 +14,10 @@ process: the event loop, aiosqlite's threads, ``asyncio.to_thread``'s pool; syst
 includes the kernel's loopback TCP work of every write) the one hypercorn worker used over
 ``--flows`` flows, ``--parallel`` at a time, divided by the number of flows. The worker's
 background loops (sweeper, outbox dispatcher) run meanwhile and are counted too. The bench's
-own clients and the stub share the 2 cores, so figures move with the machine's load (printed).
+own clients and the stub share the 2 cores, so figures move with the machine's load (printed);
+both are built to cost little (``bench.portal``: raw asyncio HTTP/1.1 and websocket clients on
+uvloop; ``bench.stub_server``), and the CPU each used is printed per flow next to the app's.
+Nothing is pinned to a core (``taskset``).
 Target: ≤ 8 ms per flow on each database (issue 12).
 
 Run alone: ``python -m bench.flow_cpu [--flows 300] [--parallel 4] [--database sqlite]``;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -41,21 +45,23 @@ from bench.common import (
     WEBHOOK_KEY,
     AppServer,
     Check,
+    CpuMeter,
     Report,
     StubProcess,
     app_env,
     heading,
     scratch_database,
 )
+from bench.http1 import Client
 
 TARGET_MS = 8.0
 # The stub connects this long after its invitation was created, the wallet having fetched it.
 CONNECT_AFTER = 0.2
 QUIET = 0.05
-SHORT_LINK = re.compile(r'href="https?://[^"/]+(/i/[A-Za-z0-9_-]+)"')
+SHORT_LINK = re.compile(rb'href="https?://[^"/]+(/i/[A-Za-z0-9_-]+)"')
 
 
-async def wallet_fetch(http: Any, page: str) -> bool:
+async def wallet_fetch(http: Client, page: bytes) -> bool:
     """The wallet scans the QR code: ``GET`` the short URL as RFC 0434 says a wallet does.
 
     ``False`` when it came too late (404: the stub, which plays the holder on its own clock,
@@ -63,20 +69,20 @@ async def wallet_fetch(http: Any, page: str) -> bool:
     found = SHORT_LINK.search(page)
     if found is None:
         return True  # an app without short invitation URLs
-    path = found.group(1)
-    response = await http.get(path, headers={"Accept": "application/json"})
-    if response.status_code not in (200, 404):
-        raise RuntimeError(f"GET {path} → {response.status_code}: {response.text[:200]}")
-    return response.status_code == 200
+    path = found.group(1).decode()
+    response = await http.get(path, [("Accept", "application/json")])
+    if response.status not in (200, 404):
+        raise RuntimeError(f"GET {path} → {response.status}: {response.text[:200]}")
+    return response.status == 200
 
 
-async def flow(http: Any, base_url: str) -> bool:
+async def flow(http: Client, base_url: str) -> bool:
     """One browser's and its wallet's whole flow; ``False`` if the wallet's fetch was late."""
-    response = await http.get("/en")
-    if response.status_code != 200:
-        raise RuntimeError(f"GET /en → {response.status_code}: {response.text[:200]}")
+    response = await http.get("/en", [("Accept", "*/*")])
+    if response.status != 200:
+        raise RuntimeError(f"GET /en → {response.status}: {response.text[:200]}")
     visitor = portal.visitor_of(response)
-    fetched = asyncio.ensure_future(wallet_fetch(http, response.text))
+    fetched = asyncio.ensure_future(wallet_fetch(http, response.body))
     page = await portal.open_page(base_url, visitor)
     try:
         in_time = await fetched
@@ -116,9 +122,13 @@ def measure(database: str, count: int, parallel: int, profile: Path | None) -> d
             uvloop.run(flows(app.url, 20, parallel))
             if profile is not None:
                 spy = start_profiler(worker, profile / f"flow_cpu_{database}.txt")
+            assert stub.proc is not None
+            portal.settle_heap()
             before, loop_before = cpu_split(worker), cpu_split(worker, thread=worker)
+            others = CpuMeter({"stub": stub.proc.pid, "load generator": os.getpid()})
             started = time.perf_counter()
-            late = uvloop.run(flows(app.url, count, parallel))
+            with others:
+                late = uvloop.run(flows(app.url, count, parallel))
             wall = time.perf_counter() - started
             user, system = (b - a for a, b in zip(before, cpu_split(worker), strict=True))
             loop = sum(cpu_split(worker, thread=worker)) - sum(loop_before)
@@ -135,6 +145,8 @@ def measure(database: str, count: int, parallel: int, profile: Path | None) -> d
         "cpu_ms_per_flow": used * per_flow, "user_ms_per_flow": user * per_flow,
         "system_ms_per_flow": system * per_flow, "loop_ms_per_flow": loop * per_flow,
         "threads_ms_per_flow": (used - loop) * per_flow, "late_wallet_fetches": late,
+        "stub_ms_per_flow": others.used["stub"] * per_flow,
+        "load_generator_ms_per_flow": others.used["load generator"] * per_flow,
     }  # fmt: skip
 
 
@@ -173,7 +185,9 @@ def run(
             f"({f['wall_s']:.1f} s wall) = {f['cpu_ms_per_flow']:.2f} ms per flow (user "
             f"{f['user_ms_per_flow']:.2f}, system {f['system_ms_per_flow']:.2f}): event loop "
             f"{f['loop_ms_per_flow']:.2f} ms, other threads (database driver, to_thread) "
-            f"{f['threads_ms_per_flow']:.2f} ms; late wallet fetches: {f['late_wallet_fetches']}"
+            f"{f['threads_ms_per_flow']:.2f} ms; late wallet fetches: {f['late_wallet_fetches']}; "
+            f"meanwhile the stub {f['stub_ms_per_flow']:.2f} ms and the load generator "
+            f"{f['load_generator_ms_per_flow']:.2f} ms per flow"
         )
         report.checks.append(
             Check(f"app CPU per flow, {database}", figures["cpu_ms_per_flow"], TARGET_MS, "ms")

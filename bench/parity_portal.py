@@ -14,14 +14,19 @@ finished. Target: ours ≥ 20× the reference.
   2 s after each answer until ``connected``, ``GET /name``, ``POST /name``, ``/loading/`` polled
   likewise until ``accepted``, ``GET /success``.
 
-On both, a ``GET`` that meets a kept-alive connection the server has just closed (gunicorn keeps
-one 2 s, hypercorn 5 s; flows under load idle longer) is sent again once, as browsers do; a
-``POST`` is not (it may have been done), so such a failure counts against its server.
+Both sides get the same cheap browsers (``bench.portal``: a raw asyncio HTTP/1.1 client and a
+raw websocket client on uvloop, ~1 ms of CPU per flow where httpx and ``websockets`` cost ~20 ms),
+so the load generator, which shares the 2 cores with the server it drives (nothing is pinned to
+a core), costs both servers alike and little. Each visitor keeps its own cookie. On both, a
+``GET`` that meets a kept-alive connection the server has just closed (gunicorn keeps one 2 s,
+hypercorn 5 s; flows under load idle longer) is sent again once, as browsers do; a ``POST`` is
+not (it may have been done), so such a failure counts against its server.
 
 Both stubs add the same ``latency`` to every agent call and play a holder who scans and accepts
 ``latency`` seconds after the invitation / the offer, so each flow needs four agent round trips
-on either server. Also printed: one flow alone on each, CPU ms per completed flow of each
-server's processes, and the agent calls each made.
+on either server. Also printed: one flow alone on each, and CPU ms per completed flow of each
+server's processes, of its agent stub, of the load generator (this process) and, for ours, of
+the PostgreSQL server (000's portal keeps no database); and the agent calls each made.
 
 Run alone: ``python -m bench.parity_portal [--flows 500] [--latency 0.2]``.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import statistics
@@ -37,9 +43,9 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import uvloop
 from tests.support.servers import process_tree
 
@@ -48,50 +54,46 @@ from bench.common import (
     WEBHOOK_KEY,
     AppServer,
     Check,
+    CpuMeter,
     Report,
     StubProcess,
     app_env,
     cpu_seconds,
     heading,
+    postgres_cpu,
+    postmaster_pid,
     raise_nofile,
     scratch_database,
 )
+from bench.http1 import Client, Response
 from bench.legacy.server import GunicornServer
 
 TARGET = 20.0
 POLL_PERIOD = 2.0  # the original page's
 FLOW_TIMEOUT = 600.0
 LEGACY_COOKIE = "session"
-RETRIED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-T = TypeVar("T")
-
-
-async def once_more(send: Callable[[], Awaitable[T]]) -> T:
-    """``send()`` a ``GET``, sent again once if the server closed the kept-alive connection
-    unanswered, as browsers resend idempotent requests (RFC 9110 §9.2.2); on both servers."""
-    try:
-        return await send()
-    except RETRIED:
-        return await send()
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class LegacyBrowser:
     """One visitor of the 000 portal: its own session cookie, over the shared client."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: Client) -> None:
         self.http = http
         self.cookie = ""
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Cookie": self.cookie} if self.cookie else {}
-
-        async def send() -> httpx.Response:
-            return await self.http.request(method, path, headers=headers, **kwargs)
-
-        answer = await (once_more(send) if method == "GET" else send())
-        if answer.status_code != 200:
-            raise RuntimeError(f"{method} {path} → {answer.status_code}: {answer.text[:200]}")
-        for value in answer.headers.get_list("set-cookie"):
+    async def request(self, method: str, path: str, form: dict[str, str] | None = None) -> Response:
+        """``GET`` (resent once on a closed kept-alive connection) or ``POST`` a form."""
+        headers = [("Accept", "*/*")] + ([("Cookie", self.cookie)] if self.cookie else [])
+        if method == "POST":
+            body = urlencode(form or {}).encode()
+            headers.append(("Origin", self.http.origin))
+            answer = await self.http.post(path, body, FORM_TYPE, headers)
+        else:
+            answer = await self.http.get(path, headers)
+        if answer.status != 200:
+            raise RuntimeError(f"{method} {path} → {answer.status}: {answer.text[:200]}")
+        for value in answer.header_list("set-cookie"):
             if value.startswith(f"{LEGACY_COOKIE}="):
                 self.cookie = value.split(";", 1)[0]
         return answer
@@ -104,36 +106,31 @@ class LegacyBrowser:
         raise RuntimeError(f"{path} never answered {want}")
 
 
-async def legacy_flow(http: httpx.AsyncClient, base_url: str) -> float:
+async def legacy_flow(http: Client, base_url: str) -> float:
     """One browser's whole flow on the 000 portal; returns its duration in seconds."""
     started = time.perf_counter()
     browser = LegacyBrowser(http)
     page = await browser.request("GET", "/")
-    image = re.search(r"src='(/static/qr/[^']+)'", page.text)
+    image = re.search(rb"src='(/static/qr/[^']+)'", page.body)
     if image is None:
         raise RuntimeError("the start page has no QR image")
-    await browser.request("GET", image.group(1))
+    await browser.request("GET", image.group(1).decode())
     await browser.poll("/check_connection/", "connected")
     await browser.request("GET", "/name")
-    await browser.request("POST", "/name", data=portal.FORM)
+    await browser.request("POST", "/name", portal.FORM)
     await browser.poll("/loading/", "accepted")
     await browser.request("GET", "/success")
     return time.perf_counter() - started
 
 
-async def our_flow(http: httpx.AsyncClient, base_url: str) -> float:
-    """``bench.concurrent_flows.flow``, with ``once_more`` on its ``GET``."""
-    return await concurrent_flows.flow(http, base_url, first=once_more)
-
-
-Flow = Callable[[httpx.AsyncClient, str], Awaitable[float]]
+Flow = Callable[[Client, str], Awaitable[float]]
 
 
 async def all_at_once(
     base_url: str, flows: int, flow: Flow
 ) -> tuple[float, list[float], Counter[str]]:
     """``flows`` flows started together: wall time, completed durations, failures by kind."""
-    async with portal.client(base_url, flows + 10, timeout=FLOW_TIMEOUT) as http:
+    async with portal.client(base_url, timeout=FLOW_TIMEOUT) as http:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(flow(http, base_url) for _ in range(flows)), return_exceptions=True
@@ -162,12 +159,20 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def burst(name: str, pid: int, base_url: str, flows: int, flow: Flow) -> dict[str, Any]:
-    """``flows`` flows at once against one server; its process tree's CPU meanwhile."""
-    cpu0 = tree_cpu(pid)
-    wall, durations, failures = uvloop.run(all_at_once(base_url, flows, flow))
-    cpu = tree_cpu(pid) - cpu0
+def burst(
+    name: str, pid: int, stub: int, base_url: str, flows: int, flow: Flow, database: bool
+) -> dict[str, Any]:
+    """``flows`` flows at once against one server; the CPU its process tree, its agent stub,
+    the load generator and (``database``) PostgreSQL used meanwhile."""
+    postmaster = postmaster_pid() if database else None
+    probes = {"server": lambda: tree_cpu(pid)}
+    if postmaster is not None:
+        probes["postgresql"] = lambda: postgres_cpu(postmaster)
+    portal.settle_heap()
+    with CpuMeter({"stub": stub, "load generator": os.getpid()}, probes) as meter:
+        wall, durations, failures = uvloop.run(all_at_once(base_url, flows, flow))
     done = len(durations)
+    per_flow = {k: v / done * 1000 if done else float("nan") for k, v in meter.used.items()}
     figures = {
         "wall_s": wall,
         "completed": done,
@@ -175,14 +180,16 @@ def burst(name: str, pid: int, base_url: str, flows: int, flow: Flow) -> dict[st
         "flows_per_s": done / wall if wall else 0.0,
         "flow_s_median": sorted(durations)[done // 2] if done else float("nan"),
         "flow_s_max": max(durations, default=float("nan")),
-        "cpu_s": cpu,
-        "cpu_ms_per_flow": cpu / done * 1000 if done else float("nan"),
+        "cpu_s": meter.used["server"],
+        "cpu_ms_per_flow": per_flow["server"],
+        "cpu_seconds": meter.used,
+        "cpu_ms_per_completed_flow": per_flow,
     }
     print(
         f"  {name:<6}: {done} flows in {wall:6.2f} s = {figures['flows_per_s']:7.2f} flows/s; "
         f"per flow median {figures['flow_s_median']:.2f} s, max {figures['flow_s_max']:.2f} s; "
-        f"server CPU {figures['cpu_ms_per_flow']:.1f} ms per flow; "
-        f"failures {dict(failures) or 'none'}",
+        f"failures {dict(failures) or 'none'}\n          CPU per completed flow: "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in per_flow.items()),
         flush=True,
     )
     return figures
@@ -231,7 +238,7 @@ def run(flows: int = 500, latency: float = 0.2) -> tuple[dict[str, Any], list[Ch
                 workers=2,
                 threads=4,
             ).start()
-            figures["ours_alone_s"] = uvloop.run(alone(app.url, our_flow, 3))
+            figures["ours_alone_s"] = uvloop.run(alone(app.url, concurrent_flows.flow, 3))
             figures["theirs_alone_s"] = uvloop.run(alone(legacy.url, legacy_flow, 1))
             print(
                 f"  one flow alone: ours {figures['ours_alone_s']:.2f} s, theirs "
@@ -240,9 +247,11 @@ def run(flows: int = 500, latency: float = 0.2) -> tuple[dict[str, Any], list[Ch
             )
             acapy.configure(reset=True)
             rest.configure(reset=True)
-            assert app.proc is not None and legacy.proc is not None
-            figures["ours"] = burst("ours", app.proc.pid, app.url, flows, our_flow)
-            figures["theirs"] = burst("theirs", legacy.proc.pid, legacy.url, flows, legacy_flow)
+            assert app.proc and legacy.proc and acapy.proc and rest.proc
+            ours = (app.proc.pid, acapy.proc.pid, app.url, flows, concurrent_flows.flow, True)
+            figures["ours"] = burst("ours", *ours)
+            theirs = (legacy.proc.pid, rest.proc.pid, legacy.url, flows, legacy_flow, False)
+            figures["theirs"] = burst("theirs", *theirs)
             figures["agent_calls"] = {
                 "ours": acapy.stats()["total"],
                 "theirs": rest.stats()["total"],

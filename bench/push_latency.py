@@ -222,7 +222,7 @@ async def websocket_memory(env: dict[str, str], visitors: list[portal.Visitor]) 
     """KB of worker RSS per open websocket on a fresh worker, permessage-deflate on and off.
 
     Every browser offers permessage-deflate and hypercorn always accepts it, keeping a zlib
-    compressor per connection; ``websockets`` without compression shows what that costs.
+    compressor per connection; the same client without the offer shows what that costs.
     """
     per_socket = {}
     for compression in ("deflate", None):
