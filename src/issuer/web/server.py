@@ -34,6 +34,13 @@ clients see.
   listens. ``ISSUER_REUSE_PORT=false`` restores hypercorn's behaviour. On Linux a connection
   still queued on a worker that stops is reset, so stop workers after draining them (the
   orchestrator's ``preStop``).
+- **A request that met the keep-alive timer.** ``TCPServer._idle_timeout`` (``asyncio/
+  tcp_server.py``) closes a kept-alive connection ``keep_alive_timeout`` after its last answer
+  without looking whether a next request has arrived meanwhile; uvloop runs due timers before
+  it reads sockets, so a busy worker closed connections that already carried a request, and a
+  ``POST`` lost that way is never resent by the client (RFC 9112 §9.3.1.1; 1–4 of 500 in a
+  burst). The timer now leaves a connection with unread bytes (in the stream's buffer or the
+  socket's, ``FIONREAD``) to be read; its next idle spell starts the timer again.
 - **Close frames on bad input.** For a malformed frame wsproto yields a ``CloseConnection``
   (1002, or 1007 for invalid UTF-8) while its state is still OPEN, and hypercorn then drops the
   TCP connection without a close frame (``ws_stream.py`` answers a close only in
@@ -44,12 +51,16 @@ clients see.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
+import termios
 import weakref
 from collections.abc import Generator
 from importlib.metadata import version
@@ -85,6 +96,29 @@ class ClosingConnection(Connection):
             if isinstance(event, CloseConnection) and self.state is ConnectionState.OPEN:
                 self._state = ConnectionState.REMOTE_CLOSING  # reply with the close, then end
             yield event
+
+
+def request_waiting(server: Any) -> bool:
+    """Whether bytes a connection's protocol has not read yet wait: in its ``StreamReader``'s
+    buffer (asyncio's private ``_buffer``) or in the kernel's socket buffer."""
+    if getattr(server.reader, "_buffer", None):
+        return True
+    sock = server.writer.get_extra_info("socket")
+    try:
+        waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4))
+    except (AttributeError, OSError, ValueError):
+        return False
+    return int.from_bytes(waiting, sys.byteorder) > 0
+
+
+async def _idle_timeout(self: Any) -> None:
+    """``TCPServer._idle_timeout``, which closes an idle kept-alive connection, unless a
+    request came as the time ran out."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
+    if not self.context.terminated.is_set() and request_waiting(self):
+        return  # read it; once the connection is idle again hypercorn restarts the timer
+    await asyncio.shield(self._initiate_server_close())
 
 
 def notify_shutdown(app: Quart) -> None:
@@ -159,6 +193,7 @@ def install(compression: str = "off", *, reuse_port: bool = True) -> None:
     ``reuse_port`` as ``ISSUER_REUSE_PORT``."""
     check_versions()
     import hypercorn.asyncio.run as run
+    import hypercorn.asyncio.tcp_server as tcp_server
     import hypercorn.protocol.ws_stream as ws_stream
     from hypercorn.protocol.events import StreamClosed
 
@@ -192,6 +227,9 @@ def install(compression: str = "off", *, reuse_port: bool = True) -> None:
 
         setattr(notifying_trigger, MARK, True)
         setattr(run, "check_multiprocess_shutdown_event", notifying_trigger)  # noqa: B010
+
+    # The method every kept-alive connection's idle timer runs.
+    setattr(tcp_server.TCPServer, "_idle_timeout", _idle_timeout)  # noqa: B010
 
     stream = ws_stream.WSStream
     if not getattr(stream, MARK, False):
