@@ -32,7 +32,7 @@ from issuer.issuance.service import EVENT_RETRIES, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.ops.metrics import WEBSOCKETS
-from issuer.realtime.broker import Overflowed
+from issuer.realtime.broker import Listener, Overflowed
 from issuer.schemas import ErrorBody
 from issuer.web.context import services, settings
 from issuer.web.idempotency import idempotent
@@ -247,17 +247,23 @@ async def issuance_updates(session_id: str) -> None:
         if svc.agent_pushes_events and websocket.args.get("fresh") != "1":
             services().supervisor.run(f"catch-up:{session_id}", lambda _: catch_up(svc, row))
         with WEBSOCKETS.labels("issuance").track_inprogress(), suppress(ShuttingDown):
-            while True:
-                try:
-                    snapshot = await until_shutdown(listener.get())
-                except Overflowed:
-                    await websocket.close(TRY_AGAIN_LATER, "too slow: reconnect")
-                    return
-                if snapshot["version"] > sent:
-                    sent = snapshot["version"]
-                    await websocket.send_json(snapshot)
-                    if snapshot["state"] in FINAL_STATES:
-                        return  # the story is over: close normally
+            await until_shutdown(relay(listener, sent))
+
+
+async def relay(listener: Listener, sent: int) -> None:
+    """Send each snapshot newer than version ``sent`` until the session ends (then close
+    normally) or the listener falls too far behind."""
+    while True:
+        try:
+            snapshot = await listener.get()
+        except Overflowed:
+            await websocket.close(TRY_AGAIN_LATER, "too slow: reconnect")
+            return
+        if snapshot["version"] > sent:
+            sent = snapshot["version"]
+            await websocket.send_json(snapshot)
+            if snapshot["state"] in FINAL_STATES:
+                return  # the story is over: close normally
 
 
 async def catch_up(svc: IssuanceService, row: IssuanceSession) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
@@ -55,39 +55,41 @@ class Overflowed(Exception):
 
 
 class Listener:
-    """One subscriber (a websocket) and its bounded queue. ``kind`` labels the metric."""
+    """One subscriber (a websocket) and its bounded queue. ``kind`` labels the metric.
+
+    Waiting costs one future per empty queue, not a task per message (this is the hot path
+    of every push)."""
 
     def __init__(self, maxsize: int, kind: str = "listener") -> None:
-        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
         self.overflowed = asyncio.Event()
         self.kind = kind
+        self._messages: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, message: Message) -> None:
         if self.overflowed.is_set():
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if len(self._messages) >= self.maxsize:
             self.overflowed.set()
             DROPPED.labels(self.kind).inc()
+        else:
+            self._messages.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self) -> Message:
         """The next message; raises :class:`Overflowed` once the queue overflowed."""
-        if self.overflowed.is_set():
-            raise Overflowed
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        getting = asyncio.ensure_future(self.queue.get())
-        dropping = asyncio.ensure_future(self.overflowed.wait())
-        try:
-            await asyncio.wait({getting, dropping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dropping.cancel()
-            if not getting.done():
-                getting.cancel()
-        if self.overflowed.is_set():
-            raise Overflowed
-        return getting.result()
+        while True:
+            if self.overflowed.is_set():
+                raise Overflowed
+            if self._messages:
+                return self._messages.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
 
 class Broker:
