@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 from issuer.issuance.agents.base import (
@@ -27,6 +28,10 @@ class FakeAgent:
         self.abandoned: list[str] = []
         self.calls = 0
         self.status_reads = 0  # connection_status calls: reads of a connection record
+        # Set: send_offer has chosen its exchange id (last_exchange) and waits for it to answer.
+        self.answer_offers: asyncio.Event | None = None
+        self.offer_waiting = asyncio.Event()
+        self.last_exchange: str | None = None
 
     def _call(self) -> None:
         self.calls += 1
@@ -51,6 +56,10 @@ class FakeAgent:
         self.offers.append((connection_id, attributes))
         exchange_id = f"ex-{next(self._ids)}"
         self.exchanges[exchange_id] = ExchangeState(ExchangeStatus.PENDING)
+        self.last_exchange = exchange_id
+        if self.answer_offers is not None:  # the agent answers late; its events may not
+            self.offer_waiting.set()
+            await self.answer_offers.wait()
         return exchange_id
 
     async def exchange_state(self, exchange_id: str) -> ExchangeState:

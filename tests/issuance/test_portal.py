@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
+import pytest
 from quart import Quart
 
+from issuer.issuance import service as service_module
 from issuer.issuance.agents.base import ExchangeState, ExchangeStatus
 from issuer.services import services_of
 from tests.fakes import FakeAgent
@@ -264,3 +267,30 @@ async def test_errors_share_one_json_shape(client: Any) -> None:
         assert response.status_code == status
         body = await response.get_json()
         assert body["success"] is False and body["error"] and body["message"]
+
+
+async def test_an_event_that_overtakes_its_answer_is_applied_when_the_answer_is_stored(
+    app: Quart, client: Any, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder accepts before the worker has stored the exchange id of the agent's answer
+    to send-offer: the ``done`` event waits and is applied the moment the answer is stored (no
+    later look would come within this test: the recheck is an hour)."""
+    monkeypatch.setattr(service_module, "EVENT_RECHECK", 3600.0)
+    session_id, csrf = await start(client)
+    await connect(app, fake_agent, session_id)
+    fake_agent.answer_offers = asyncio.Event()
+    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
+    posting = asyncio.ensure_future(client.post("/name", form=form))
+    await fake_agent.offer_waiting.wait()
+    exchange_id = fake_agent.last_exchange
+    done = {"cred_ex_id": exchange_id, "state": "done", "connection_id": "c"}
+    key = {"X-API-Key": "hook-key"}
+    response = await client.post("/webhooks/topic/issue_credential_v2_0/", json=done, headers=key)
+    assert response.status_code == 200
+    waiting = services_of(app).supervisor.task(f"webhook:{exchange_id}:accepted")
+    assert waiting is not None and not waiting.done()  # nothing to apply it to yet
+    fake_agent.answer_offers.set()
+    assert (await posting).status_code == 200
+    await asyncio.wait_for(waiting, 10)
+    row = await services_of(app).issuance.get(session_id)
+    assert row.state == "accepted" and row.version == 4

@@ -28,7 +28,7 @@ from issuer.issuance.schemas import (
     WebhookEvent,
     name_form,
 )
-from issuer.issuance.service import EVENT_RETRIES, IssuanceService
+from issuer.issuance.service import EVENT_WAIT, IssuanceService
 from issuer.issuance.states import FINAL_STATES, State
 from issuer.lib.csrf import HEADER, csrf_token, csrf_valid
 from issuer.ops.metrics import WEBSOCKETS
@@ -315,7 +315,7 @@ async def agent_webhook(topic: str, data: WebhookEvent) -> WebhookAck:
         if not await connection():
             services().supervisor.run(
                 f"webhook:{data.connection_id or data.invitation_msg_id}",
-                lambda _: connection(attempts=EVENT_RETRIES),
+                lambda _: connection(wait=EVENT_WAIT),
             )
     elif topic == "issue_credential_v2_0" and data.cred_ex_id:
         exchange = exchange_status(record)
@@ -323,6 +323,6 @@ async def agent_webhook(topic: str, data: WebhookEvent) -> WebhookAck:
         if not await svc.exchange_finished(*args):
             services().supervisor.run(
                 f"webhook:{data.cred_ex_id}:{exchange.status}",
-                lambda _: svc.exchange_finished(*args, attempts=EVENT_RETRIES),
+                lambda _: svc.exchange_finished(*args, wait=EVENT_WAIT),
             )
     return WebhookAck()

@@ -21,6 +21,7 @@ from issuer.db import Database
 from issuer.errors import Conflict, NotFound, Unavailable
 from issuer.issuance import queries
 from issuer.issuance.agents.base import Agent, AgentUnavailable, ExchangeStatus, Invitation
+from issuer.issuance.arrivals import Arrivals
 from issuer.issuance.invitations import is_public_id, new_public_id
 from issuer.issuance.models import ERROR_LIMIT, TOPIC_PREFIX, IssuanceSession, topic
 from issuer.issuance.states import State
@@ -29,8 +30,11 @@ from issuer.outbox.service import Outbox
 from issuer.realtime.broker import Broker, Message
 
 log = logging.getLogger(__name__)
-EVENT_RETRY_DELAY = 0.25  # seconds between lookups of a record we have not stored yet
-EVENT_RETRIES = 20
+# An event for a record not stored yet waits this long for it (woken at once when this worker
+# stores it, looking again every EVENT_RECHECK seconds for another worker's), then is left to
+# the sweeper's reconciliation.
+EVENT_WAIT = 30.0
+EVENT_RECHECK = 1.0
 
 EXCHANGE_TO_STATE = {
     ExchangeStatus.ACCEPTED: State.ACCEPTED,
@@ -85,6 +89,7 @@ class IssuanceService:
         self.clock = clock
         self.offer_timeout = timedelta(seconds=offer_timeout)
         self.invitation_timeout = timedelta(seconds=invitation_timeout)
+        self.arrivals = Arrivals()
 
     @property
     def agent(self) -> Agent:
@@ -177,6 +182,8 @@ class IssuanceService:
         }
         async with self.db.statement() as session:
             row = await queries.add(session, values)
+        self.arrivals.stored("invitation_msg_id", row.invitation_msg_id)
+        self.arrivals.stored("connection_id", row.connection_id)
         return row, invitation
 
     async def offer(self, session_id: str, attributes: dict[str, str]) -> Snapshot:
@@ -197,6 +204,7 @@ class IssuanceService:
             offered_at=now,
             expires_at=now + self.offer_timeout,
         )
+        self.arrivals.stored("exchange_id", exchange_id)
         if snapshot is None:  # expired or failed while the agent was answering
             current = await self.get(session_id)
             state = current.state if current else "gone"
@@ -236,12 +244,14 @@ class IssuanceService:
     # --- agent events --------------------------------------------------------------------
     # Webhooks can overtake the HTTP answer that created their record (ACA-Py sends
     # ``offer-sent`` a few ms before ``send-offer`` returns), so an event for a record we have
-    # not stored yet is retried for a short while before it is left to reconciliation.
+    # not stored yet waits for it (``issuer.issuance.arrivals``) before it is left to
+    # reconciliation.
 
     async def connection_active(
-        self, *, connection_id: str | None, invitation_msg_id: str | None, attempts: int = 1
+        self, *, connection_id: str | None, invitation_msg_id: str | None, wait: float = 0.0
     ) -> bool:
-        """Apply an ``active`` connection event; ``False`` when no session matched (yet).
+        """Apply an ``active`` connection event; ``False`` when no session matched within
+        ``wait`` seconds (none: look once).
 
         The session is matched by ``invitation_msg_id``, else by ``connection_id``; a session
         that is past ``invited`` already (a repeated event) counts as matched."""
@@ -253,15 +263,14 @@ class IssuanceService:
             )
             if value
         ]
-        for attempt in range(attempts):
+
+        async def move() -> bool:
             for column, value in keys:
                 if await self._connected(column, value, connection_id):
                     return True
-            if await self._matches(keys):
-                return True
-            if attempt + 1 < attempts:
-                await asyncio.sleep(EVENT_RETRY_DELAY)
-        return False
+            return False
+
+        return await self._applied(keys, move, wait)
 
     async def _connected(self, column: str, value: str, connection_id: str | None) -> bool:
         now = self.clock.now()
@@ -271,20 +280,39 @@ class IssuanceService:
         return await self.transition_by(column, value, State.CONNECTED, **fields) is not None
 
     async def exchange_finished(
-        self, exchange_id: str, status: ExchangeStatus, detail: str | None = None, attempts: int = 1
+        self, exchange_id: str, status: ExchangeStatus, detail: str | None = None, wait: float = 0.0
     ) -> bool:
-        """Apply a final exchange event; ``False`` when no session matched (yet)."""
+        """Apply a final exchange event; ``False`` when no session matched within ``wait``
+        seconds (none: look once)."""
         if status is ExchangeStatus.PENDING:
             return True
         target = EXCHANGE_TO_STATE[status]
-        for attempt in range(attempts):
-            if await self.transition_by("exchange_id", exchange_id, target, error=detail):
+
+        async def move() -> bool:
+            moved = await self.transition_by("exchange_id", exchange_id, target, error=detail)
+            return moved is not None
+
+        return await self._applied([("exchange_id", exchange_id)], move, wait)
+
+    async def _applied(
+        self, keys: list[tuple[str, str]], move: Callable[[], Awaitable[bool]], wait: float
+    ) -> bool:
+        """Apply an agent event with ``move()`` (its transition) to the session stored under
+        one of ``keys``: ``True`` once it moved, or once the session is there and past the
+        event (a repeated or late one); ``False`` if no session was stored within ``wait``
+        seconds (the event waits for this worker to store it, looking again every
+        ``EVENT_RECHECK`` seconds for another worker's)."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            if await move():
                 return True
-            if await self._matches([("exchange_id", exchange_id)]):
-                return True  # a repeated or late event: the session has moved on
-            if attempt + 1 < attempts:
-                await asyncio.sleep(EVENT_RETRY_DELAY)
-        return False
+            if await self._matches(keys):
+                await move()  # stored since the first try: it moves now, or it has moved on
+                return True
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await self.arrivals.wait(keys, min(left, EVENT_RECHECK))
 
     async def _matches(self, keys: list[tuple[str, str]]) -> bool:
         """Whether a session is stored under any of these ``(column, value)`` keys."""
