@@ -7,6 +7,7 @@ from typing import Any
 
 from quart import Quart
 
+from issuer.vectors.routes import vector_for
 from tests.accounts.conftest import (
     PASSWORD,
     assert_error,
@@ -96,6 +97,8 @@ async def test_generate_array(client: Any) -> None:
     assert first.status_code == 200
     vector = await first.get_json()
     assert isinstance(vector, list) and len(vector) == 500
+    assert first.headers["Content-Type"] == "application/json"
+    assert vector == vector_for("Hello")  # every float exactly, through its JSON text
     assert all(isinstance(x, float) and 0.0 <= x < 1.0 for x in vector)
     again = await client.post("/generate_array", json={"sentence": "Hello"}, headers=bearer(token))
     assert await again.get_json() == vector

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Annotated, cast
+from typing import Annotated
 
-from quart import Blueprint, Response, current_app
+import orjson
+from quart import Blueprint, Response
 from quart_rate_limiter import rate_limit
 from quart_schema import document_response, validate_request
 
@@ -47,5 +48,7 @@ async def generate_array(data: SentenceIn) -> Response:
     (configurable), then 429 with ``Retry-After``.
     """
     # The JSON is made here: quart-schema would build a pydantic adapter for the list on each
-    # call (a tenth of the request) to dump what is already plain floats.
-    return cast(Response, current_app.json.response(vector_for(data.sentence)))
+    # call (a tenth of the request) to dump what is already plain floats, and the standard
+    # library takes 180 µs to write 500 floats as text (a quarter of the request), orjson 9.
+    body = orjson.dumps(vector_for(data.sentence)) + b"\n"
+    return Response(body, content_type="application/json")
