@@ -90,7 +90,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# wrk (Debian's package) is the load generator of the API benchmarks (bench.loadgen, in
+# Python, costs the 2 cores more when it is missing).
 bench: install acapy
+	@if ! command -v wrk >/dev/null; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	fi
 	$(BIN)/python -m bench
 
 clean:
