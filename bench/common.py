@@ -309,18 +309,26 @@ def thread_cpu_ns(pid: int) -> int:
 
 def postmaster_pid() -> int | None:
     """The local PostgreSQL server's main process (a ``postgres`` whose parent is not one)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if "(postgres)" in stat:
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if b"postgres" not in Path(f"/proc/{parent}/comm").read_bytes():
-                return int(entry.name)
+    from tests.support.servers import processes
+
+    found = {pid: (comm, int(fields[1])) for pid, comm, fields in processes()}
+    for pid, (comm, parent) in found.items():
+        if comm == "postgres" and found.get(parent, ("", 0))[0] != "postgres":
+            return pid
     return None
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its living descendants."""
+    from tests.support.servers import process_tree
+
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except (OSError, IndexError):
+            continue
+    return total
 
 
 def postgres_cpu(postmaster: int) -> float:
@@ -328,16 +336,9 @@ def postgres_cpu(postmaster: int) -> float:
     checkpointer, …) plus the backends that exited, whose time the kernel adds to the
     postmaster's ``cutime``/``cstime`` once it has reaped them. Other databases' work counts
     too (benchmarks run one at a time: ``flock /tmp/bench.lock``)."""
-    from tests.support.servers import process_tree
-
     fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[13]) + int(fields[14])) / CLK_TCK  # reaped children
-    for pid in process_tree(postmaster):
-        try:
-            total += cpu_seconds(pid)
-        except (OSError, IndexError):
-            continue
-    return total
+    reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
+    return reaped + tree_cpu(postmaster)
 
 
 class CpuMeter:

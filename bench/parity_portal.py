@@ -47,7 +47,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import uvloop
-from tests.support.servers import process_tree
 
 from bench import concurrent_flows, portal
 from bench.common import (
@@ -58,12 +57,12 @@ from bench.common import (
     Report,
     StubProcess,
     app_env,
-    cpu_seconds,
     heading,
     postgres_cpu,
     postmaster_pid,
     raise_nofile,
     scratch_database,
+    tree_cpu,
 )
 from bench.http1 import Client, Response
 from bench.legacy.server import GunicornServer
@@ -147,16 +146,6 @@ async def alone(base_url: str, flow: Flow, count: int) -> float:
     """Median time of ``count`` flows run one after the other."""
     async with portal.client(base_url, 4) as http:
         return statistics.median([await flow(http, base_url) for _ in range(count)])
-
-
-def tree_cpu(pid: int) -> float:
-    total = 0.0
-    for member in process_tree(pid):
-        try:
-            total += cpu_seconds(member)
-        except (OSError, IndexError):
-            continue
-    return total
 
 
 def burst(

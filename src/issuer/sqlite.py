@@ -22,7 +22,6 @@ import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
-from importlib.metadata import version
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -34,6 +33,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
+from issuer.lib.versions import require_tested
+
 TESTED = {"aiosqlite": ("0.22.",), "sqlalchemy": ("2.1.",)}
 T = TypeVar("T")
 # What one trip brings back: description, rows (None without a result), rowcount, lastrowid,
@@ -42,14 +43,8 @@ Outcome = tuple[Any, list[Any] | None, int, int | None, bool]
 
 
 def check_versions() -> None:
-    """Refuse an untested aiosqlite or SQLAlchemy: this adapter relies on their internals."""
-    for package, prefixes in TESTED.items():
-        found = version(package)
-        if not found.startswith(prefixes):
-            raise RuntimeError(
-                f"{package} {found} is not a version issuer's SQLite adapter was tested with "
-                f"({', '.join(p + 'x' for p in prefixes)}); see issuer/sqlite.py"
-            )
+    """Refuse versions of the patched packages these adapters were not tested with."""
+    require_tested(TESTED, "issuer/sqlite.py")
 
 
 def _on_thread(connection: Any, function: Callable[[], T]) -> T:

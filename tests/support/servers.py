@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SHORT_GRACE = ("--graceful-timeout", "2")
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its living descendants, parents first (Linux ``/proc``)."""
-    children: dict[int, list[int]] = {}
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """Every living process: ``(pid, comm, the fields of its stat after comm)`` (Linux
+    ``/proc``; ``comm`` may hold spaces and parentheses, so it is cut at the last ``)``)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -34,9 +35,15 @@ def process_tree(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        head, _, rest = stat.rpartition(")")
+        yield int(entry.name), head.split("(", 1)[1], rest.split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its living descendants, parents first (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for child, _comm, fields in processes():
+        children.setdefault(int(fields[1]), []).append(child)
     tree, todo = [], [pid]
     while todo:
         current = todo.pop(0)

@@ -63,13 +63,14 @@ import sys
 import termios
 import weakref
 from collections.abc import Generator
-from importlib.metadata import version
 from typing import Any
 
 from quart import Quart
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event
 from wsproto.extensions import PerMessageDeflate
+
+from issuer.lib.versions import require_tested
 
 log = logging.getLogger(__name__)
 TESTED = {"hypercorn": ("0.18.",), "wsproto": ("1.2.", "1.3.")}
@@ -78,14 +79,8 @@ _apps: weakref.WeakSet[Quart] = weakref.WeakSet()
 
 
 def check_versions() -> None:
-    """Refuse an untested hypercorn or wsproto: these adapters patch their internals."""
-    for package, prefixes in TESTED.items():
-        found = version(package)
-        if not found.startswith(prefixes):
-            raise RuntimeError(
-                f"{package} {found} is not a version issuer's server adapters were tested with "
-                f"({', '.join(p + 'x' for p in prefixes)}); see issuer/web/server.py"
-            )
+    """Refuse versions of the patched packages these adapters were not tested with."""
+    require_tested(TESTED, "issuer/web/server.py")
 
 
 class ClosingConnection(Connection):
