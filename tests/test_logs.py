@@ -13,15 +13,20 @@ from typing import Any
 import httpx
 
 from issuer.issuance.agents.local import free_port
+from tests.conftest import migrate
 from tests.support.servers import ServerProcess
 
 PASSWORD = "correct horse battery staple 42"
 
 
-def serve(sqlite_url: str, tmp_path: Path, log_format: str) -> ServerProcess:
+def serve(tmp_path: Path, log_format: str) -> ServerProcess:
+    """A served app on a SQLite file of its own: what it writes (a user, emails waiting for a
+    server that never comes) must not reach the session database other tests count in."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/logs.db"
+    migrate(database_url)
     env = {
         "ISSUER_ENV": "test",
-        "ISSUER_DATABASE_URL": sqlite_url,
+        "ISSUER_DATABASE_URL": database_url,
         "ISSUER_SECRET_KEY": secrets.token_urlsafe(32),
         "ISSUER_AGENT": "",
         "ISSUER_LOG_FORMAT": log_format,
@@ -53,8 +58,8 @@ def written(server: ServerProcess) -> list[str]:
     return server.log_path.read_text().splitlines()
 
 
-def test_json_logs_are_one_object_per_line(sqlite_url: str, tmp_path: Path) -> None:
-    server = serve(sqlite_url, tmp_path, "json")
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    server = serve(tmp_path, "json")
     try:
         token = exercise(server.url)
     finally:
@@ -84,8 +89,8 @@ def test_json_logs_are_one_object_per_line(sqlite_url: str, tmp_path: Path) -> N
         assert secret not in everything
 
 
-def test_text_logs_stay_the_default(sqlite_url: str, tmp_path: Path) -> None:
-    server = serve(sqlite_url, tmp_path, "text")
+def test_text_logs_stay_the_default(tmp_path: Path) -> None:
+    server = serve(tmp_path, "text")
     try:
         with urllib.request.urlopen(
             urllib.request.Request(f"{server.url}/health", headers={"X-Request-ID": "plain-1"})

@@ -186,6 +186,20 @@ class Database:
             callback()
 
     @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads that need no snapshot of their own: on PostgreSQL each statement
+        runs in autocommit (one round trip; under READ COMMITTED a transaction around a read
+        gives it nothing more), on SQLite without the writer lock (WAL readers never wait for
+        the writer). For the hot reads; :meth:`session` for the rest."""
+        if not self._autocommit:
+            async with self._sessions() as session:
+                yield session
+            return
+        async with self._sessions() as session:
+            await session.connection(execution_options=AUTOCOMMIT)
+            yield session
+
+    @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncSession]:
         """A session for a unit of work that PostgreSQL runs as one statement (a read, an
         ``UPDATE … RETURNING``, a data-modifying ``WITH``): there the statement commits on its

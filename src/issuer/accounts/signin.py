@@ -160,7 +160,7 @@ class PasswordFactor:
 
     async def check(self) -> None:
         # The same work whether or not the account exists (ASVS 6.3.8).
-        async with self._db.statement() as session:
+        async with self._db.reading() as session:
             self._user = await queries.user_by_login(session, self._identifier)
         stored = self._user.password_hash if self._user else None
         self._result = await self._passwords.verify(stored, self._password)

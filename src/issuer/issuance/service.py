@@ -104,7 +104,7 @@ class IssuanceService:
     # --- reading -------------------------------------------------------------------------
 
     async def get(self, session_id: str) -> IssuanceSession | None:
-        async with self.db.statement() as session:
+        async with self.db.reading() as session:
             return await queries.get(session, session_id)
 
     # --- transitions ---------------------------------------------------------------------
@@ -328,7 +328,7 @@ class IssuanceService:
         URL invalidated after an expiration time). ``NotFound`` otherwise."""
         url = None
         if is_public_id(public_id):  # no query for what no id can look like
-            async with self.db.statement() as session:
+            async with self.db.reading() as session:
                 url = await queries.live_invitation(session, public_id, self.clock.now())
         if url is None:
             raise NotFound("This invitation is unknown or no longer valid.", code="no_invitation")
