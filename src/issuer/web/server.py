@@ -17,7 +17,13 @@ clients see.
   (systemd, supervisor's ``stopasgroup``, ``timeout``) killed it before ``after_serving`` and a
   SIGKILLed master left it serving. :func:`tie_worker_to_master` makes SIGTERM in the worker a
   SIGTERM to the master (hypercorn's own graceful path) and shuts the worker down gracefully
-  when the master is gone.
+  when the master is gone. The SIGTERM is passed on only if the master has not started the
+  shutdown itself within :data:`FORWARD_AFTER`: a signal to the whole group reaches the master
+  too, and hypercorn's master calls ``shutdown_event.set()`` inside its Python signal handler
+  (``run.py`` ``shutdown``), where ``multiprocessing.Event`` takes a lock that is not
+  reentrant; a second SIGTERM landing while the first handler holds it deadlocked the master
+  for good (the worker then blocked in ``is_set()`` and the agents outlived the graceful
+  timeout).
 - **Compression.** ``Handshake.accept()`` (``ws_stream.py``) always offers and accepts
   ``PerMessageDeflate()``: ~90 KB of zlib state per open websocket. ``ISSUER_WS_COMPRESSION``
   picks what the name ``PerMessageDeflate`` there means: ``off`` (the default: an extension
@@ -62,7 +68,7 @@ import socket
 import sys
 import termios
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from quart import Quart
@@ -278,7 +284,7 @@ async def tie_worker_to_master() -> None:
     if not in_hypercorn_worker() or parent is None or parent.pid is None:
         return
     event = multiprocessing.current_process()._kwargs["shutdown_event"]  # type: ignore[attr-defined]
-    master, loop = parent.pid, asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
 
     def alone() -> None:
         loop.remove_reader(parent.sentinel)
@@ -286,11 +292,34 @@ async def tie_worker_to_master() -> None:
             log.warning("the hypercorn master is gone; shutting this worker down")
             event.set()  # hypercorn's own graceful path; nobody is left to start a new one
 
-    def on_sigterm() -> None:
-        if parent.is_alive():
-            os.kill(master, signal.SIGTERM)
-        else:
-            alone()
-
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGTERM, sigterm_forwarder(parent, event, alone))
     loop.add_reader(parent.sentinel, alone)  # readable (EOF) once the master has exited
+
+
+# How long a worker that got SIGTERM waits for its master to start the shutdown on its own
+# (the signal went to the whole process group) before passing the signal on.
+FORWARD_AFTER = 1.0
+
+
+def sigterm_forwarder(
+    master: Any, shutdown_event: Any, alone: Callable[[], None], *, after: float = FORWARD_AFTER
+) -> Callable[[], None]:
+    """The worker's SIGTERM handler (run on its event loop): if ``master`` (a
+    ``multiprocessing`` process handle) is gone, ``alone()``; otherwise, ``after`` seconds
+    later, SIGTERM to the master unless ``shutdown_event`` is set by then — the master was
+    signalled too and is shutting down, and a second SIGTERM could land inside its handler
+    (see the module's notes: that deadlocks hypercorn's master)."""
+
+    pending: list[asyncio.TimerHandle] = []
+
+    def forward() -> None:
+        if master.is_alive() and not shutdown_event.is_set():
+            os.kill(master.pid, signal.SIGTERM)
+
+    def on_sigterm() -> None:
+        if not master.is_alive():
+            alone()
+        elif not pending:  # one forward at most: two could deadlock the master just the same
+            pending.append(asyncio.get_running_loop().call_later(after, forward))
+
+    return on_sigterm

@@ -1,0 +1,97 @@
+"""A hypercorn worker that gets SIGTERM passes it on to its master only when the master did not
+get it too (``issuer.web.server.sigterm_forwarder``).
+
+hypercorn's master sets the workers' shutdown event inside its Python signal handler, and
+``multiprocessing.Event`` takes a lock that is not reentrant: a second SIGTERM landing while the
+first handler holds it deadlocks the master. With a signal to the whole process group (systemd,
+supervisor's ``stopasgroup``), the worker's forward was that second SIGTERM: about one
+group stop in 20–60 hung until SIGKILL. Here the master is a real process that counts the
+SIGTERMs it receives and, like hypercorn's, sets the shared event in its handler
+(``tests.support.fake_master``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
+
+import pytest
+
+from issuer.web.server import sigterm_forwarder
+from tests.support.fake_master import fake_master
+
+AFTER = 0.2  # the forwarder's wait in these tests (FORWARD_AFTER in production)
+CONTEXT = multiprocessing.get_context("spawn")
+
+
+class Master:
+    def __init__(self) -> None:
+        self.event = CONTEXT.Event()
+        self.conn, child = CONTEXT.Pipe()
+        self.process: BaseProcess = CONTEXT.Process(target=fake_master, args=(self.event, child))
+        self.process.start()
+        assert self.conn.poll(30) and self.conn.recv() == "ready"
+
+    def sigterms(self) -> int:
+        self.conn.send("count")
+        assert self.conn.poll(5)
+        return int(self.conn.recv())
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.conn.send("exit")
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+@pytest.fixture
+def master() -> Iterator[Master]:
+    running = Master()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def signalled(master: Master, count: int, timeout: float = 5.0) -> int:
+    """The master's SIGTERM count once it reached ``count`` (or the deadline passed)."""
+    deadline = time.monotonic() + timeout
+    while (seen := master.sigterms()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return seen
+
+
+async def test_a_signal_to_the_group_reaches_the_master_once(master: Master) -> None:
+    on_sigterm = sigterm_forwarder(master.process, master.event, pytest.fail, after=AFTER)
+    os.kill(master.process.pid or 0, signal.SIGTERM)  # the group's SIGTERM, to the master…
+    on_sigterm()  # … and to the worker, at the same moment
+    assert await signalled(master, 1) == 1
+    await asyncio.sleep(AFTER * 3)  # past the forwarder's wait: it must have stayed silent
+    assert master.sigterms() == 1
+
+
+async def test_a_signal_to_the_worker_alone_reaches_the_master_once(master: Master) -> None:
+    on_sigterm = sigterm_forwarder(master.process, master.event, pytest.fail, after=AFTER)
+    on_sigterm()
+    on_sigterm()  # repeated (an impatient operator): still one SIGTERM for the master
+    assert await signalled(master, 1) == 1
+    assert master.event.is_set()  # the master started the shutdown
+    await asyncio.sleep(AFTER * 3)
+    assert master.sigterms() == 1
+
+
+async def test_without_a_master_the_worker_shuts_down_by_itself(master: Master) -> None:
+    master.stop()
+    called: list[bool] = []
+    on_sigterm = sigterm_forwarder(
+        master.process, master.event, lambda: called.append(True), after=AFTER
+    )
+    on_sigterm()
+    assert called == [True]
