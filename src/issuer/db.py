@@ -195,8 +195,7 @@ class Database:
             async with self._sessions() as session:
                 yield session
             return
-        async with self._sessions() as session:
-            await session.connection(execution_options=AUTOCOMMIT)
+        async with self._autocommitting() as session:
             yield session
 
     @asynccontextmanager
@@ -211,12 +210,18 @@ class Database:
             async with self.transaction() as session:
                 yield session
             return
-        async with self._sessions() as session:
-            await session.connection(execution_options=AUTOCOMMIT)
+        async with self._autocommitting() as session:
             yield session
             callbacks = session.info.pop(AFTER_COMMIT, [])
         for callback in callbacks:
             callback()
+
+    @asynccontextmanager
+    async def _autocommitting(self) -> AsyncIterator[AsyncSession]:
+        """A session whose connection runs each statement in autocommit (PostgreSQL)."""
+        async with self._sessions() as session:
+            await session.connection(execution_options=AUTOCOMMIT)
+            yield session
 
     def _writing(self) -> AbstractAsyncContextManager[None]:
         return self._writer.held() if self._writer is not None else nullcontext()
