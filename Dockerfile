@@ -84,6 +84,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)" || exit 1
 # hypercorn's graceful_timeout (hypercorn.toml) is 10 s; give it that before SIGKILL.
 STOPSIGNAL SIGTERM
-# Migrate, then `exec` so hypercorn replaces the shell and receives SIGTERM itself.
+# Migrate, then `exec` so hypercorn replaces the shell and receives SIGTERM itself (through
+# `python -m issuer.serve`: hypercorn's command line, its master safe from a second signal).
 # One worker suits SQLite; on PostgreSQL set WEB_CONCURRENCY > 1 (LISTEN/NOTIFY fan-out).
-CMD ["sh", "-c", "alembic upgrade head && exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT:-5000}\" --workers \"${WEB_CONCURRENCY:-1}\" 'issuer:create_app()'"]
+CMD ["sh", "-c", "alembic upgrade head && exec python -m issuer.serve --config hypercorn.toml --bind \"0.0.0.0:${PORT:-5000}\" --workers \"${WEB_CONCURRENCY:-1}\" 'issuer:create_app()'"]

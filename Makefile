@@ -75,7 +75,7 @@ migrate: install .env
 	$(BIN)/alembic upgrade head
 
 run: install acapy .env migrate
-	PORT=$(PORT) $(BIN)/hypercorn --config hypercorn.toml --bind 0.0.0.0:$(PORT) 'issuer:create_app()'
+	PORT=$(PORT) $(BIN)/python -m issuer.serve --config hypercorn.toml --bind 0.0.0.0:$(PORT) 'issuer:create_app()'
 
 test: install acapy browser $(OIDC_PROVIDER) $(PUSHER_CLIENT)
 	@if [ -x $(SERVICES_UP) ]; then $(SERVICES_UP); fi

@@ -498,7 +498,7 @@ def test_graceful_drain() -> None:
 def test_command_is_the_images_without_the_migration() -> None:
     commands = [exec_form(a) for k, a in final_stage() if k == "CMD"]
     image_script = commands[-1][2]
-    image_serve = shlex.split(image_script[image_script.index("exec hypercorn") :])
+    image_serve = shlex.split(image_script[image_script.index("exec python") :])
     spec = container(find("Deployment", "issuer"))
     assert "args" not in spec
     argv = spec["command"]
