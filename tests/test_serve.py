@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from types import FrameType
 
@@ -75,3 +77,11 @@ def test_install_makes_the_masters_handlers_serial(
     assert callable(installed) and installed is not handler
     seen.signal(signal.SIGUSR1, signal.SIG_IGN)
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+
+
+def test_the_master_does_not_import_the_app() -> None:
+    """The master only spawns workers; each worker builds the app (``issuer:create_app()``)."""
+    heavy = "{'quart', 'sqlalchemy', 'issuer.app'}"
+    probe = f"import sys, issuer.serve; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
