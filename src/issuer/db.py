@@ -9,7 +9,7 @@ this process) is registered with :func:`after_commit`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -68,10 +68,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-def detached(cls: type[M], values: Mapping[Any, Any]) -> M:
-    """An instance of model ``cls`` holding ``values`` (a Core row's mapping), detached from
-    any session: built through the mapper's class manager, because the constructor fires an
-    attribute event per column, which costs more than the statement that read the row."""
+def detached(cls: type[M], values: Mapping[Any, Any] | Iterable[tuple[str, Any]]) -> M:
+    """An instance of model ``cls`` holding ``values`` (a Core row's mapping, or column name
+    and value pairs), detached from any session: built through the mapper's class manager,
+    because the constructor fires an attribute event per column, which costs more than the
+    statement that read the row."""
     found: M = manager_of(cls).new_instance()
     found.__dict__.update(values)
     make_transient_to_detached(found)

@@ -20,17 +20,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import inspect
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.base import manager_of_class as manager_of
 
 from issuer.accounts.models import LoginSession, User
+from issuer.db import detached
 
 log = logging.getLogger(__name__)
 CHANNEL = "issuer_principals"
-T = TypeVar("T")
 USER_COLUMNS = tuple(c.key for c in inspect(User).column_attrs)
 SESSION_COLUMNS = tuple(c.key for c in inspect(LoginSession).column_attrs)
 
@@ -45,16 +43,9 @@ class Entry:
         class managers with their values in place (the constructors would fire an attribute
         event per column)."""
         return (
-            detached(User, USER_COLUMNS, self.user),
-            detached(LoginSession, SESSION_COLUMNS, self.session),
+            detached(User, zip(USER_COLUMNS, self.user, strict=True)),
+            detached(LoginSession, zip(SESSION_COLUMNS, self.session, strict=True)),
         )
-
-
-def detached(cls: type[T], columns: tuple[str, ...], values: tuple[Any, ...]) -> T:
-    found: T = manager_of(cls).new_instance()
-    found.__dict__.update(zip(columns, values, strict=True))
-    make_transient_to_detached(found)
-    return found
 
 
 class PrincipalCache:
