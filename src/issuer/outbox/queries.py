@@ -53,20 +53,15 @@ def _leasing(due: Any) -> Any:
 
 
 _CLAIM = select(OutboxMessage).from_statement(_leasing(_DUE))
-_MARK_SENT = (
-    update(_outbox)
-    .where(_c.id.in_(bindparam("ids", expanding=True)))
-    .values(sent_at=bindparam("now"), locked_until=null(), last_error=null())
-)
+# A delivered message: sent now, its lease released.
+_DELIVERED = {"sent_at": bindparam("now"), "locked_until": null(), "last_error": null()}
+_MARK_SENT = update(_outbox).where(_c.id.in_(bindparam("ids", expanding=True))).values(_DELIVERED)
 # PostgreSQL: mark ``sent`` and claim the next batch in one statement. Both parts see the same
 # snapshot, in which the rows being marked are still leased, so not due; they are left out by
 # id as well, should their lease have run out meanwhile (a row updated twice in one statement).
 _SETTLE_AND_CLAIM = select(OutboxMessage).from_statement(
     _leasing(_DUE.where(_c.id != all_(_SENT)).with_for_update(skip_locked=True)).add_cte(
-        update(_outbox)
-        .where(_c.id == any_(_SENT))
-        .values(sent_at=bindparam("now"), locked_until=null(), last_error=null())
-        .cte("sent")
+        update(_outbox).where(_c.id == any_(_SENT)).values(_DELIVERED).cte("sent")
     )
 )
 
