@@ -128,8 +128,7 @@ class SignIn:
         async with self.db.statement() as session:
             pair = await self.sessions.open(session, user, kind=kind, client=client, proof=proof)
         if pair is None:
-            log.info("login failed (password changed meanwhile) entity_id=%s", user.entity_id.hex)
-            raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
+            raise changed_meanwhile(user)
         user.password_hash = proof.new_hash or user.password_hash
         return SignedIn(user, pair, kind)
 
@@ -141,6 +140,13 @@ def failed_outcome(exc: DomainError) -> str:
     if isinstance(exc, Unavailable):
         return "unavailable"  # a provider or the agent did not answer
     return "refused"
+
+
+def changed_meanwhile(user: User) -> Unauthenticated:
+    """The refusal of a password login whose proof no longer held when it was recorded (the
+    password was changed or reset, or the account deactivated, during the verify)."""
+    log.info("login failed (password changed meanwhile) entity_id=%s", user.entity_id.hex)
+    return Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
 
 
 class PasswordFactor:
@@ -189,7 +195,6 @@ class PasswordFactor:
         # Only if the hash is still the one checked (a password changed or reset meanwhile
         # wins); an outdated or legacy hash is upgraded in the same transaction.
         if not await queries.confirm_password(session, user.id, proof):
-            log.info("login failed (password changed meanwhile) entity_id=%s", user.entity_id.hex)
-            raise Unauthenticated(AUTHENTICATION_FAILED, code="authentication_failed")
+            raise changed_meanwhile(user)
         user.password_hash = proof.new_hash or user.password_hash
         return user
