@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import hypercorn.run
@@ -30,24 +30,9 @@ def sigusr1() -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_a_signal_during_a_handler_is_handled_after_it(sigusr1: None) -> None:
-    steps: list[str] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        steps.append("enter")
-        if len(steps) == 1:
-            os.kill(os.getpid(), signal.SIGUSR1)  # Python runs it at the next bytecode
-            steps.append("signalled again")
-        steps.append("leave")
-
-    signal.signal(signal.SIGUSR1, serve.SerialHandlers().wrap(handler))
-    os.kill(os.getpid(), signal.SIGUSR1)
-    assert steps == ["enter", "signalled again", "leave", "enter", "leave"]
-
-
-def test_without_the_wrapper_the_handler_would_run_inside_itself(sigusr1: None) -> None:
-    """What the test above guards against (so that it can fail)."""
-    steps: list[str] = []
+def resignalling(steps: list[str]) -> Callable[[int, FrameType | None], None]:
+    """A SIGUSR1 handler that, the first time, sends SIGUSR1 again in its middle (Python runs
+    the next handler at the next bytecode), noting its steps."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         steps.append("enter")
@@ -56,7 +41,20 @@ def test_without_the_wrapper_the_handler_would_run_inside_itself(sigusr1: None) 
             steps.append("signalled again")
         steps.append("leave")
 
-    signal.signal(signal.SIGUSR1, handler)
+    return handler
+
+
+def test_a_signal_during_a_handler_is_handled_after_it(sigusr1: None) -> None:
+    steps: list[str] = []
+    signal.signal(signal.SIGUSR1, serve.SerialHandlers().wrap(resignalling(steps)))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert steps == ["enter", "signalled again", "leave", "enter", "leave"]
+
+
+def test_without_the_wrapper_the_handler_would_run_inside_itself(sigusr1: None) -> None:
+    """What the test above guards against (so that it can fail)."""
+    steps: list[str] = []
+    signal.signal(signal.SIGUSR1, resignalling(steps))
     os.kill(os.getpid(), signal.SIGUSR1)
     assert steps == ["enter", "enter", "leave", "signalled again", "leave"]
 
