@@ -294,3 +294,43 @@ async def test_an_event_that_overtakes_its_answer_is_applied_when_the_answer_is_
     await asyncio.wait_for(waiting, 10)
     row = await services_of(app).issuance.get(session_id)
     assert row.state == "accepted" and row.version == 4
+
+
+async def test_an_answer_stored_while_its_event_looks_for_it_still_wakes_the_event(
+    app: Quart, client: Any, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race inside the test above, forced: the worker stores the agent's answer after the
+    ``done`` event's look for it found nothing but before the event starts to wait. The store
+    must still wake the event (it used to sleep until the recheck, an hour here)."""
+    monkeypatch.setattr(service_module, "EVENT_RECHECK", 3600.0)
+    service = services_of(app).issuance
+    session_id, csrf = await start(client)
+    await connect(app, fake_agent, session_id)
+    fake_agent.answer_offers = asyncio.Event()
+    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
+    posting = asyncio.ensure_future(client.post("/name", form=form))
+    await fake_agent.offer_waiting.wait()
+    exchange_id = fake_agent.last_exchange
+    look = service._matches
+    stored_after_the_look = []
+
+    async def look_then_store(keys: list[tuple[str, str]]) -> bool:
+        found = await look(keys)
+        task = asyncio.current_task()
+        waits = task is not None and task.get_name().startswith("webhook:")  # not the route's look
+        if waits and not stored_after_the_look:
+            fake_agent.answer_offers.set()
+            stored_after_the_look.append((await posting).status_code)
+        return found
+
+    monkeypatch.setattr(service, "_matches", look_then_store)
+    done = {"cred_ex_id": exchange_id, "state": "done", "connection_id": "c"}
+    key = {"X-API-Key": "hook-key"}
+    response = await client.post("/webhooks/topic/issue_credential_v2_0/", json=done, headers=key)
+    assert response.status_code == 200
+    waiting = services_of(app).supervisor.task(f"webhook:{exchange_id}:accepted")
+    assert waiting is not None
+    await asyncio.wait_for(waiting, 10)
+    assert stored_after_the_look == [200]
+    row = await services_of(app).issuance.get(session_id)
+    assert row.state == "accepted" and row.version == 4

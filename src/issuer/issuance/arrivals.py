@@ -11,8 +11,8 @@ looks again on its own every ``recheck`` seconds, for a record another worker st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 
 Key = tuple[str, str]
 
@@ -29,19 +29,33 @@ class Arrivals:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self, keys: Iterable[Key], at_most: float) -> None:
-        """Return once one of ``keys`` is stored in this worker, or after ``at_most`` seconds."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    @contextmanager
+    def watching(self, keys: Iterable[Key]) -> Iterator[Watch]:
+        """Watch ``keys`` for the block: a key stored any time after entry (even before
+        ``Watch.stored`` is awaited) ends the wait. Watch before looking for the record, so that
+        a store between the look and the wait is not missed."""
+        watch = Watch()
         keys = list(keys)
         for key in keys:
-            self._waiting.setdefault(key, set()).add(waiter)
+            self._waiting.setdefault(key, set()).add(watch.future)
         try:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(waiter, at_most)
+            yield watch
         finally:
             for key in keys:
                 waiters = self._waiting.get(key)
                 if waiters is not None:
-                    waiters.discard(waiter)
+                    waiters.discard(watch.future)
                     if not waiters:
                         del self._waiting[key]
+
+
+class Watch:
+    """One ``Arrivals.watching`` block's wake-up."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def stored(self, at_most: float) -> None:
+        """Return once a watched key was stored in this worker, or after ``at_most`` seconds."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.future, at_most)

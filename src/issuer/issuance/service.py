@@ -304,15 +304,17 @@ class IssuanceService:
         ``EVENT_RECHECK`` seconds for another worker's)."""
         deadline = asyncio.get_running_loop().time() + wait
         while True:
-            if await move():
-                return True
-            if await self._matches(keys):
-                await move()  # stored since the first try: it moves now, or it has moved on
-                return True
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            await self.arrivals.wait(keys, min(left, EVENT_RECHECK))
+            # Watch before looking: a key this worker stores during the look ends the wait.
+            with self.arrivals.watching(keys) as watch:
+                if await move():
+                    return True
+                if await self._matches(keys):
+                    await move()  # stored since the first try: it moves now, or it has moved on
+                    return True
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return False
+                await watch.stored(min(left, EVENT_RECHECK))
 
     async def _matches(self, keys: list[tuple[str, str]]) -> bool:
         """Whether a session is stored under any of these ``(column, value)`` keys."""
