@@ -171,7 +171,6 @@ class Hub:
         if len(connection.channels) >= MAX_CHANNELS:
             raise Refusal(subscription_error(channel, "Too many channels on one connection", 400))
         user_id = member[0] if member else None
-        already = user_id is not None and await self._is_member(channel, user_id)
         async with self.db.transaction() as session:
             await session.merge(
                 ChannelSubscription(
@@ -185,7 +184,10 @@ class Hub:
             raise Refusal(subscription_error(channel, "Connection closed", 400))
         connection.channels[channel] = user_id
         self.broker.add(topic(channel), connection.listener)
-        if member is not None and not already:
+        # Whether the user was there already, asked after this row is stored, as the leaving
+        # side asks after its row is gone: of a socket that joins while another of the same
+        # user leaves, one side sees the other, so no member_removed goes unanswered.
+        if member is not None and not await self._is_member(channel, member[0], connection):
             text = frame(
                 "pusher_internal:member_added", {"user_id": member[0], "user_info": member[1]},
                 channel,
@@ -220,17 +222,20 @@ class Hub:
             text = frame("pusher_internal:member_removed", {"user_id": user_id}, channel)
             await self.broker.publish(topic(channel), {"frame": text, "except": None})
 
-    async def _is_member(self, channel: str, user_id: str) -> bool:
+    async def _is_member(
+        self, channel: str, user_id: str, besides: Connection | None = None
+    ) -> bool:
+        """Whether ``user_id`` has a live subscription to ``channel`` (on a connection other
+        than ``besides``), in any worker."""
+        query = select(ChannelSubscription.socket_id).where(
+            ChannelSubscription.channel == channel,
+            ChannelSubscription.user_id == user_id,
+            ChannelSubscription.seen_at > self.clock.now() - STALE,
+        )
+        if besides is not None:
+            query = query.where(ChannelSubscription.socket_id != besides.socket_id)
         async with self.db.session() as session:
-            found = await session.scalar(
-                select(ChannelSubscription.socket_id)
-                .where(
-                    ChannelSubscription.channel == channel,
-                    ChannelSubscription.user_id == user_id,
-                    ChannelSubscription.seen_at > self.clock.now() - STALE,
-                )
-                .limit(1)
-            )
+            found = await session.scalar(query.limit(1))
         return found is not None
 
     async def members(self, channel: str) -> list[tuple[str, Any]]:
