@@ -34,20 +34,27 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def __contains__(self, name: str) -> bool:
-        return name in self._tasks
+        return self.task(name) is not None
 
     def task(self, name: str) -> asyncio.Task[None] | None:
-        """The running task of ``name``, if any."""
-        return self._tasks.get(name)
+        """The running task of ``name``, if any. A task that has just finished is not running,
+        though asyncio runs its done-callback (which forgets it) one loop step later."""
+        task = self._tasks.get(name)
+        return None if task is None or task.done() else task
 
     def run(self, name: str, loop: Loop) -> None:
         """Run ``loop(stopping)`` until it returns or the supervisor stops; restart on a crash.
         A name already running is left alone."""
-        if name in self._tasks or self.stopping.is_set():
+        if name in self or self.stopping.is_set():
             return
         task = asyncio.create_task(self._keep_running(name, loop), name=name)
         self._tasks[name] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(name, None))
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        name = task.get_name()
+        if self._tasks.get(name) is task:  # not a successor started under the same name
+            del self._tasks[name]
 
     async def _keep_running(self, name: str, loop: Loop) -> None:
         delay = self.min_backoff
