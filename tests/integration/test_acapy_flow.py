@@ -142,7 +142,9 @@ async def test_unanswered_offer_expires_and_the_agent_is_told(
             assert await next_state(ws) == "offered"
             exchange_id = (await stored(app, session_id)).exchange_id
             offer = await offer_on_wallet(agents, exchange_id, agents.decliner)
-            assert offer["state"] == "offer-received"  # the wallet got it and says nothing
+            # The wallet got it and says nothing (on a slow machine the expiry's problem report
+            # may have withdrawn it by the time the wallet's record is read).
+            assert offer["state"] in {"offer-received", "abandoned"}
             snapshot = await next_snapshot(ws, timeout=offer_timeout + 3)
             waited = time.monotonic() - posted
             assert snapshot["state"] == "expired" and snapshot["error"] == "timeout"

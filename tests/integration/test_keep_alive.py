@@ -132,6 +132,6 @@ async def served_twice(keep_alive: float) -> tuple[bytes, bytes, bytes]:
 
 def test_a_served_connection_is_kept_alive_then_closed_when_idle() -> None:
     server.install()  # as create_app() does
-    first, second, last = uvloop.run(served_twice(keep_alive=0.3))
+    first, second, last = uvloop.run(served_twice(keep_alive=1.0))
     assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
     assert last == b""

@@ -263,7 +263,8 @@ async def test_sigterm_closes_open_websockets_with_1001_at_once(
                 with pytest.raises(websockets.ConnectionClosedOK) as closed:
                     await asyncio.wait_for(ws.recv(), 5)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-            assert time.monotonic() - signalled < 1.0
+            # At once: far from the 10 s graceful timeout (3 s leaves room for a loaded CI).
+            assert time.monotonic() - signalled < 3.0
     # Well inside the 10 s graceful timeout, and nothing was cut short.
     code = await asyncio.to_thread(server.proc.wait, 5)
     assert code == 0 and time.monotonic() - signalled < 5
