@@ -320,7 +320,12 @@ class Hub:
 
     async def replay(self, connection: Connection, channel: str, since: int) -> list[str]:
         """The frames of the entity events the connection's user missed on ``channel``: those
-        numbered above ``since``, within the replay window (at most ``replay_max``)."""
+        numbered above ``since``, within the replay window (at most ``replay_max``), then
+        ``issuer:replayed`` ``{"through": n}``: every event of the channel numbered up to ``n``
+        has now been sent to this connection (the next replay can start there). A client
+        must not start it after the highest number it saw live instead: the outbox retries a
+        failed delivery after later events went out, so a lower number can still be on its
+        way."""
         owner = owner_of(channel)
         if owner is None or channel not in connection.channels:
             raise Refusal(error_frame(None, "Replay is for your entity channels you subscribed to"))
@@ -330,15 +335,21 @@ class Hub:
             user = await accounts.user_by_entity(session, uuid.UUID(hex=user_hex))
             if user is None:
                 return []
+            # Read before the events: every number up to it is committed (a user's numbers
+            # commit in order), so the events read next include all of this channel's.
+            through = user.event_seq
             rows = await outbox_queries.user_events_since(
                 session, user.id, since, topics=topics,
                 after=self.clock.now() - self.replay_window, limit=self.replay_max,
             )  # fmt: skip
+        if len(rows) == self.replay_max:  # cut short: the rest is for the next replay
+            through = rows[-1].seq or through
         frames = []
         for row in rows:
             if (found := as_pusher_event(row)) is not None:
                 _, event, body = found
                 frames.append(frame(event, body, channel))
+        frames.append(frame("issuer:replayed", {"through": max(through, since)}, channel))
         return frames
 
     async def after_reconnect(self, topics: list[str]) -> list[tuple[str, Any]]:

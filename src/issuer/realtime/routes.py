@@ -63,7 +63,8 @@ async def close_with(code: int, message: str) -> None:
 async def pusher_socket(key: str) -> None:
     """A Pusher Channels (protocol 7) connection, as ``pusher-js`` opens it:
     ``pusher:connection_established``, then subscribe/unsubscribe, ping/pong, client events,
-    and ``issuer:replay`` (``{"since": <event id>}``) for missed entity events."""
+    and ``issuer:replay`` (``{"since": <event id>}``) for missed entity events, answered by
+    those events and ``issuer:replayed`` (``{"through": <event id>}``)."""
     hub_ = hub()
     if key != hub_.app.key:
         await close_with(protocol.APP_DOES_NOT_EXIST, "Application does not exist")

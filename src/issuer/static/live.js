@@ -39,11 +39,13 @@
     else if (current !== "connected") report(states[current] || current, current);
   });
   // Events are numbered per user; the page was rendered at number `since`. After every
-  // (re)subscription, ask for what came after the last number seen (out-of-order arrivals are
-  // kept by number, so none is dropped as "seen").
+  // (re)subscription a channel asks for the events after the number its last replay reached
+  // (`issuer:replayed`), not after the highest it saw live: the server retries a failed
+  // delivery after later events went out, so a lower number may still be on its way when the
+  // connection drops. What a replay repeats was seen already and is skipped by number.
   const since = Number(root.dataset.since) || 0;
-  const seen = new Map(); // channel -> Set of event numbers shown
-  const highest = (name) => Math.max(since, ...(seen.get(name) || []));
+  const through = new Map(); // channel -> every event up to this number reached the page
+  const shown = new Set(); // event numbers shown (numbered per user, so one set serves all)
 
   const show = (body) => {
     const item = document.createElement("li");
@@ -80,18 +82,21 @@
   for (const entity of entities) {
     const name = `private-${entity}-${user}`;
     const channel = pusher.subscribe(name);
-    seen.set(name, new Set());
+    through.set(name, since);
     channel.bind("pusher:subscription_succeeded", () => {
       ready.add(name);
-      pusher.send_event("issuer:replay", { since: highest(name) }, name);
+      pusher.send_event("issuer:replay", { since: through.get(name) }, name);
       if (ready.size === entities.length) report("Live.", "live");
+    });
+    channel.bind("issuer:replayed", (data) => {
+      const reached = Number(data && data.through);
+      if (reached > through.get(name)) through.set(name, reached);
     });
     channel.bind_global((event, body) => {
       // Only the server's entity events (create, update, delete), never client events.
       if (!["create", "update", "delete"].includes(event) || !body || !body.type) return;
-      const numbers = seen.get(name);
-      if (numbers.has(body.id) || body.id <= since) return; // a replay overlaps
-      numbers.add(body.id);
+      if (shown.has(body.id) || body.id <= since) return; // a replay overlaps
+      shown.add(body.id);
       show(body);
       if (body.type === "session.ended") sessionEnded(body);
       if (body.type === "session.opened") sessionOpened(body);
