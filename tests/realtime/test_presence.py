@@ -1,9 +1,12 @@
 """Presence membership when one user's sockets come and go at the same time
-(``issuer.realtime.hub``), on each database."""
+(``issuer.realtime.hub``), on each database. Each test forces one interleaving by running the
+other socket's whole subscribe or disconnect at a chosen step of the first."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -21,38 +24,118 @@ async def join(hub: Hub, connection: Connection) -> None:
     await hub.subscribe(connection, ROOM, auth, ALICE)
 
 
-async def test_a_socket_joining_while_another_of_the_user_leaves_keeps_the_user_present(
-    app: Quart, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A page reload (or the mass reconnect after a lost ``LISTEN``): the new socket subscribes
-    while the old one disconnects. Forced here: the old one leaves completely in the middle of
-    the new one's subscription, right after its membership check. Other members must not end
-    up believing the user is gone."""
-    hub = services_of(app).hub
-    old, new = hub.connect(), hub.connect()
-    await join(hub, old)
+def membership_told(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The member_added / member_removed frames the hub publishes from now on."""
     told: list[str] = []
     publish = hub.broker.publish
 
     async def noting(topic: str, message: dict[str, Any]) -> None:
-        told.append(json.loads(message["frame"])["event"])
+        event = json.loads(message["frame"])["event"]
+        if event.startswith("pusher_internal:member_"):
+            told.append(event.removeprefix("pusher_internal:"))
         await publish(topic, message)
 
     monkeypatch.setattr(hub.broker, "publish", noting)
-    check = hub._is_member
-    left: list[bool] = []
+    return told
 
-    async def old_leaves_after_the_check(*args: Any) -> bool:
+
+def at_check(
+    hub: Hub,
+    monkeypatch: pytest.MonkeyPatch,
+    number: int,
+    other: Callable[[], Awaitable[None]],
+) -> list[bool]:
+    """Run ``other()`` once, right after the ``number``-th membership check from now; the list
+    it returns says whether it ran."""
+    check = hub._is_member
+    calls = 0
+    ran: list[bool] = []
+
+    async def interleaved(*args: Any) -> bool:
+        nonlocal calls
+        calls += 1
         found = await check(*args)
-        if not left:
-            left.append(True)
-            await hub.disconnect(old)
+        if calls == number and not ran:
+            ran.append(True)
+            await other()
         return found
 
-    monkeypatch.setattr(hub, "_is_member", old_leaves_after_the_check)
+    monkeypatch.setattr(hub, "_is_member", interleaved)
+    return ran
+
+
+async def alice_is_present(hub: Hub) -> bool:
+    return [user for user, _ in await hub.members(ROOM)] == ["alice"]
+
+
+async def test_the_old_socket_leaves_between_the_joiners_two_looks(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page reload (or the mass reconnect after a lost ``LISTEN``): the old socket leaves
+    completely after the new one's first look (which saw it) and before the new one's row is
+    stored. Others hear member_removed, so they must hear member_added after it."""
+    hub = services_of(app).hub
+    old, new = hub.connect(), hub.connect()
+    await join(hub, old)
+    told = membership_told(hub, monkeypatch)
+    ran = at_check(hub, monkeypatch, 1, lambda: hub.disconnect(old))
     await join(hub, new)
-    assert left == [True]
-    membership = [e for e in told if e.startswith("pusher_internal:member_")]
-    assert membership in ([], ["pusher_internal:member_removed", "pusher_internal:member_added"])
-    assert [user for user, _ in await hub.members(ROOM)] == ["alice"]
+    assert ran == [True]
+    assert told == ["member_removed", "member_added"]
+    assert await alice_is_present(hub)
     await hub.disconnect(new)
+
+
+async def test_the_old_socket_leaves_after_the_joiners_second_look(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both looks of the joiner saw the old socket; it leaves after them and sees the new one:
+    the user never left, and nobody hears otherwise."""
+    hub = services_of(app).hub
+    old, new = hub.connect(), hub.connect()
+    await join(hub, old)
+    told = membership_told(hub, monkeypatch)
+    ran = at_check(hub, monkeypatch, 2, lambda: hub.disconnect(old))
+    await join(hub, new)
+    assert ran == [True]
+    assert told == []
+    assert await alice_is_present(hub)
+    await hub.disconnect(new)
+
+
+def after_first_store(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, other: Callable[[], Awaitable[None]]
+) -> list[bool]:
+    """Run ``other()`` once, right after the next transaction commits (a subscription row
+    stored); the list it returns says whether it ran."""
+    transaction = hub.db.transaction
+    ran: list[bool] = []
+
+    @asynccontextmanager
+    async def then_other(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with transaction(*args, **kwargs) as session:
+            yield session
+        if not ran:
+            ran.append(True)
+            await other()
+
+    monkeypatch.setattr(hub.db, "transaction", then_other)
+    return ran
+
+
+async def test_two_sockets_of_one_user_joining_at_once_announce_the_user(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tabs opening together: the second joins entirely once the first has stored its row,
+    before the first goes on. Each sees the other; one of them must still announce."""
+    hub = services_of(app).hub
+    first, second = hub.connect(), hub.connect()
+    told = membership_told(hub, monkeypatch)
+    ran = after_first_store(hub, monkeypatch, lambda: join(hub, second))
+    await join(hub, first)
+    assert ran == [True]
+    assert told == ["member_added"]
+    assert await alice_is_present(hub)
+    for connection in (first, second):
+        await hub.disconnect(connection)
+    assert told == ["member_added", "member_removed"]

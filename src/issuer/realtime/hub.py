@@ -171,6 +171,13 @@ class Hub:
         if len(connection.channels) >= MAX_CHANNELS:
             raise Refusal(subscription_error(channel, "Too many channels on one connection", 400))
         user_id = member[0] if member else None
+        # Whether the user is there already, asked before this row is stored and again after
+        # (the leaving side deletes, then asks). Silent only if both say so: of two sockets
+        # joining at once, one saw nobody before; of one joining while another leaves, the
+        # joiner's second look or the leaver's look sees the other, so a member_removed is
+        # always followed by a member_added. At worst a member_added repeats (pusher-js keeps
+        # one entry per user).
+        there_before = user_id is not None and await self._is_member(channel, user_id)
         async with self.db.transaction() as session:
             await session.merge(
                 ChannelSubscription(
@@ -184,10 +191,9 @@ class Hub:
             raise Refusal(subscription_error(channel, "Connection closed", 400))
         connection.channels[channel] = user_id
         self.broker.add(topic(channel), connection.listener)
-        # Whether the user was there already, asked after this row is stored, as the leaving
-        # side asks after its row is gone: of a socket that joins while another of the same
-        # user leaves, one side sees the other, so no member_removed goes unanswered.
-        if member is not None and not await self._is_member(channel, member[0], connection):
+        if member is not None and not (
+            there_before and await self._is_member(channel, member[0], connection)
+        ):
             text = frame(
                 "pusher_internal:member_added", {"user_id": member[0], "user_info": member[1]},
                 channel,
