@@ -93,7 +93,10 @@ async def test_a_reconnecting_client_gets_exactly_what_it_missed(served: Served)
         assert {e["data"]["type"] for e in replayed} == {"session.opened"}
         # The replay says how far it reached: where the next replay may start.
         reached = await client.next("event", channel=channel)
-        assert (reached["event"], reached["data"]) == ("issuer:replayed", {"through": last + 3})
+        assert (reached["event"], reached["data"]) == (
+            "issuer:replayed",
+            {"through": last + 3, "more": False},
+        )
         # Nothing more: the next event is a new one.
         await log_in(served, "ada@example.test")
         fresh = await client.next("event", channel=channel)

@@ -38,14 +38,15 @@ async def test_a_replay_cut_short_says_where_the_next_one_starts(
 
     first = parsed(await hub.replay(connection, channel, 0))
     numbers = [body["id"] for event, body in first if event == "create"]
-    assert len(numbers) == 2 and first[-1] == ("issuer:replayed", {"through": numbers[-1]})
+    assert len(numbers) == 2
+    assert first[-1] == ("issuer:replayed", {"through": numbers[-1], "more": True})
     rest = parsed(await hub.replay(connection, channel, numbers[-1]))
     last = [body["id"] for event, body in rest if event == "create"]
     assert len(last) == 1 and last[0] > numbers[-1]
     user_seq = last[0]  # the user's latest event: the third login's
-    assert rest[-1] == ("issuer:replayed", {"through": user_seq})
+    assert rest[-1] == ("issuer:replayed", {"through": user_seq, "more": False})
     # Nothing missed: an empty replay that still says how far it reached.
     assert parsed(await hub.replay(connection, channel, user_seq)) == [
-        ("issuer:replayed", {"through": user_seq})
+        ("issuer:replayed", {"through": user_seq, "more": False})
     ]
     await hub.disconnect(connection)

@@ -326,36 +326,38 @@ class Hub:
 
     async def replay(self, connection: Connection, channel: str, since: int) -> list[str]:
         """The frames of the entity events the connection's user missed on ``channel``: those
-        numbered above ``since``, within the replay window (at most ``replay_max``), then
-        ``issuer:replayed`` ``{"through": n}``: every event of the channel numbered up to ``n``
-        has now been sent to this connection (the next replay can start there). A client
-        must not start it after the highest number it saw live instead: the outbox retries a
-        failed delivery after later events went out, so a lower number can still be on its
-        way."""
+        numbered above ``since``, within the replay window, at most ``replay_max``; then
+        ``issuer:replayed`` ``{"through": n, "more": bool}``: the channel has no event numbered
+        up to ``n`` left to replay (the next replay starts there; ``more``: this one was cut
+        short, ask again now). A client must not start the next one after the highest number
+        it saw live instead: the outbox retries a failed delivery after later events went out,
+        so a lower number can still be on its way."""
         owner = owner_of(channel)
         if owner is None or channel not in connection.channels:
             raise Refusal(error_frame(None, "Replay is for your entity channels you subscribed to"))
         entity, user_hex = owner
         topics = [t for t, (e, _) in ENTITY_EVENTS.items() if e == entity]
+        rows: list[OutboxMessage] = []
+        through = since
         async with self.db.session() as session:
             user = await accounts.user_by_entity(session, uuid.UUID(hex=user_hex))
-            if user is None:
-                return []
-            # Read before the events: every number up to it is committed (a user's numbers
-            # commit in order), so the events read next include all of this channel's.
-            through = user.event_seq
-            rows = await outbox_queries.user_events_since(
-                session, user.id, since, topics=topics,
-                after=self.clock.now() - self.replay_window, limit=self.replay_max,
-            )  # fmt: skip
-        if len(rows) == self.replay_max:  # cut short: the rest is for the next replay
-            through = rows[-1].seq or through
+            if user is not None:
+                # Read before the events: every number up to it is committed (a user's
+                # numbers commit in order), so the events read next include all of them.
+                through = max(user.event_seq, since)
+                rows = await outbox_queries.user_events_since(
+                    session, user.id, since, topics=topics,
+                    after=self.clock.now() - self.replay_window, limit=self.replay_max,
+                )  # fmt: skip
+        more = len(rows) == self.replay_max  # cut short: the rest is for the next replay
+        if more and rows[-1].seq is not None:
+            through = rows[-1].seq
         frames = []
         for row in rows:
             if (found := as_pusher_event(row)) is not None:
                 _, event, body = found
                 frames.append(frame(event, body, channel))
-        frames.append(frame("issuer:replayed", {"through": max(through, since)}, channel))
+        frames.append(frame("issuer:replayed", {"through": through, "more": more}, channel))
         return frames
 
     async def after_reconnect(self, topics: list[str]) -> list[tuple[str, Any]]:

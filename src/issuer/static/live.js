@@ -91,6 +91,7 @@
     channel.bind("issuer:replayed", (data) => {
       const reached = Number(data && data.through);
       if (reached > through.get(name)) through.set(name, reached);
+      if (data && data.more) pusher.send_event("issuer:replay", { since: through.get(name) }, name);
     });
     channel.bind_global((event, body) => {
       // Only the server's entity events (create, update, delete), never client events.
