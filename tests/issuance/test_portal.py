@@ -269,26 +269,49 @@ async def test_errors_share_one_json_shape(client: Any) -> None:
         assert body["success"] is False and body["error"] and body["message"]
 
 
-async def test_an_event_that_overtakes_its_answer_is_applied_when_the_answer_is_stored(
-    app: Quart, client: Any, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The holder accepts before the worker has stored the exchange id of the agent's answer
-    to send-offer: the ``done`` event waits and is applied the moment the answer is stored (no
-    later look would come within this test: the recheck is an hour)."""
-    monkeypatch.setattr(service_module, "EVENT_RECHECK", 3600.0)
+async def offer_unanswered(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> tuple[str, str, asyncio.Future[Any]]:
+    """A connected session whose ``POST /name`` waits for the agent's answer to send-offer
+    (``fake_agent.answer_offers``): the session id, the exchange id the answer will carry, and
+    the pending ``POST``."""
     session_id, csrf = await start(client)
     await connect(app, fake_agent, session_id)
     fake_agent.answer_offers = asyncio.Event()
     form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
     posting = asyncio.ensure_future(client.post("/name", form=form))
     await fake_agent.offer_waiting.wait()
-    exchange_id = fake_agent.last_exchange
+    return session_id, fake_agent.last_exchange, posting
+
+
+async def done_waits(app: Quart, client: Any, exchange_id: str) -> asyncio.Task[None]:
+    """Post the agent's ``done`` event of an exchange no session has stored yet: it is
+    acknowledged, and waits for the record in a task of its own (returned)."""
     done = {"cred_ex_id": exchange_id, "state": "done", "connection_id": "c"}
     key = {"X-API-Key": "hook-key"}
     response = await client.post("/webhooks/topic/issue_credential_v2_0/", json=done, headers=key)
     assert response.status_code == 200
     waiting = services_of(app).supervisor.task(f"webhook:{exchange_id}:accepted")
-    assert waiting is not None and not waiting.done()  # nothing to apply it to yet
+    assert waiting is not None
+    return waiting
+
+
+@pytest.fixture
+def no_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events that wait for their record look again only after an hour (never, in a test)."""
+    monkeypatch.setattr(service_module, "EVENT_RECHECK", 3600.0)
+
+
+@pytest.mark.usefixtures("no_recheck")
+async def test_an_event_that_overtakes_its_answer_is_applied_when_the_answer_is_stored(
+    app: Quart, client: Any, fake_agent: FakeAgent
+) -> None:
+    """The holder accepts before the worker has stored the exchange id of the agent's answer
+    to send-offer: the ``done`` event waits and is applied the moment the answer is stored (no
+    later look would come within this test)."""
+    session_id, exchange_id, posting = await offer_unanswered(app, client, fake_agent)
+    waiting = await done_waits(app, client, exchange_id)
+    assert not waiting.done()  # nothing to apply it to yet
     fake_agent.answer_offers.set()
     assert (await posting).status_code == 200
     await asyncio.wait_for(waiting, 10)
@@ -296,21 +319,15 @@ async def test_an_event_that_overtakes_its_answer_is_applied_when_the_answer_is_
     assert row.state == "accepted" and row.version == 4
 
 
+@pytest.mark.usefixtures("no_recheck")
 async def test_an_answer_stored_while_its_event_looks_for_it_still_wakes_the_event(
     app: Quart, client: Any, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The race inside the test above, forced: the worker stores the agent's answer after the
     ``done`` event's look for it found nothing but before the event starts to wait. The store
-    must still wake the event (it used to sleep until the recheck, an hour here)."""
-    monkeypatch.setattr(service_module, "EVENT_RECHECK", 3600.0)
+    must still wake the event (it used to sleep until the recheck)."""
+    session_id, exchange_id, posting = await offer_unanswered(app, client, fake_agent)
     service = services_of(app).issuance
-    session_id, csrf = await start(client)
-    await connect(app, fake_agent, session_id)
-    fake_agent.answer_offers = asyncio.Event()
-    form = {"prename": "A", "surname": "B", "institution": "C", "csrf_token": csrf}
-    posting = asyncio.ensure_future(client.post("/name", form=form))
-    await fake_agent.offer_waiting.wait()
-    exchange_id = fake_agent.last_exchange
     look = service._matches
     stored_after_the_look = []
 
@@ -324,12 +341,7 @@ async def test_an_answer_stored_while_its_event_looks_for_it_still_wakes_the_eve
         return found
 
     monkeypatch.setattr(service, "_matches", look_then_store)
-    done = {"cred_ex_id": exchange_id, "state": "done", "connection_id": "c"}
-    key = {"X-API-Key": "hook-key"}
-    response = await client.post("/webhooks/topic/issue_credential_v2_0/", json=done, headers=key)
-    assert response.status_code == 200
-    waiting = services_of(app).supervisor.task(f"webhook:{exchange_id}:accepted")
-    assert waiting is not None
+    waiting = await done_waits(app, client, exchange_id)
     await asyncio.wait_for(waiting, 10)
     assert stored_after_the_look == [200]
     row = await services_of(app).issuance.get(session_id)
