@@ -153,3 +153,10 @@ class Watcher:
 async def watched(page: Page) -> Watcher:
     await page.add_init_script(WATCH_CSP)
     return Watcher(page)
+
+
+async def submit_login(page: Page, username: str, password: str) -> None:
+    """Fill the login form the page shows and send it."""
+    await page.get_by_label("Username or email").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Page, expect
 
 from issuer.issuance.agents.local import free_port
-from tests.browser.conftest import Watcher
+from tests.browser.conftest import Watcher, submit_login
 from tests.conftest import migrate
 from tests.outbox.conftest import Mail, SmtpServer
 from tests.support.servers import ServerProcess, stop_gracefully
@@ -113,9 +113,7 @@ async def test_login_dashboard_and_ending_sessions(
 
         response = await page.goto(f"{base}/login")
         assert response is not None and response.ok
-        await page.get_by_label("Username or email").fill(username)
-        await page.get_by_label("Password").fill(PASSWORD)
-        await page.get_by_role("button", name="Log in").click()
+        await submit_login(page, username, PASSWORD)
         await expect(page).to_have_url(f"{base}/dashboard")
         await expect(page.locator("#welcome")).to_have_text(f"Welcome, {username}!")
 

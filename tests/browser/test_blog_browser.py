@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Page, expect
 
-from tests.browser.conftest import Watcher
+from tests.browser.conftest import Watcher, submit_login
 from tests.browser.test_accounts_browser import PASSWORD
 from tests.browser.test_accounts_browser import server as server  # a fixture
 from tests.support.servers import ServerProcess
@@ -39,9 +39,7 @@ async def test_writing_editing_paginating_deleting_and_a_picture(
 
     await page.goto(f"{base}/post/new")  # not logged in: the login page, then back here
     await expect(page).to_have_url(f"{base}/login?next=/post/new")
-    await page.get_by_label("Username or email").fill("ada")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
+    await submit_login(page, "ada", PASSWORD)
     await expect(page).to_have_url(f"{base}/post/new")
 
     await page.get_by_label("Title").fill("My <b>first</b> post")

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from issuer.issuance.agents.local import free_port
-from tests.browser.conftest import Watcher
+from tests.browser.conftest import Watcher, submit_login
 from tests.browser.test_accounts_browser import PASSWORD, serve
 from tests.browser.test_accounts_browser import server as server  # a fixture
 from tests.support.servers import ServerProcess
@@ -29,9 +29,7 @@ async def log_in_ada(page: Page, api: httpx.AsyncClient, base: str) -> None:
     registered = await api.post("/register", json=ADA)
     assert registered.status_code == 200, registered.text
     await page.goto(f"{base}/login")
-    await page.get_by_label("Username or email").fill("ada")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
+    await submit_login(page, "ada", PASSWORD)
     await expect(page).to_have_url(f"{base}/dashboard")
     await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
 

@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from issuer.issuance.agents.local import free_port
-from tests.browser.conftest import Watcher
+from tests.browser.conftest import Watcher, submit_login
 from tests.browser.test_accounts_browser import HTTP_TIMEOUT, PASSWORD, serve
 from tests.mfa.conftest import code, secret_of, uri_in
 from tests.support.servers import ServerProcess
@@ -48,9 +48,7 @@ async def register(server: ServerProcess) -> None:
 async def log_in(page: Page, base: str) -> None:
     """The login form's first step."""
     await page.goto(f"{base}/login")
-    await page.get_by_label("Username or email").fill(USERNAME)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
+    await submit_login(page, USERNAME, PASSWORD)
 
 
 async def log_out(page: Page, base: str) -> None:

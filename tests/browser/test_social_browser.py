@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from issuer.issuance.agents.local import free_port
-from tests.browser.conftest import TIMEOUT_MS, Watcher
+from tests.browser.conftest import TIMEOUT_MS, Watcher, submit_login
 from tests.browser.test_accounts_browser import PASSWORD, serve
 from tests.support.oidc_provider import OidcProvider, oidc_provider, sign_in_at_provider
 from tests.support.servers import ServerProcess
@@ -106,9 +106,7 @@ async def test_linking_the_provider_from_the_dashboard(
         registered = await api.post("/register", json={"username": "grace", "password": PASSWORD})
         assert registered.status_code == 200, registered.text
     await page.goto(f"{deployment.base}/login")
-    await page.get_by_label("Username or email").fill("grace")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
+    await submit_login(page, "grace", PASSWORD)
     await expect(page).to_have_url(f"{deployment.base}/dashboard")
     await expect(page.locator("#methods > li")).to_have_count(1)  # the password
 
