@@ -11,12 +11,16 @@ import secrets
 from typing import Any
 
 from quart import Quart
-from quart_rate_limiter.store import MemoryStore
 from quart_schema import Info, QuartSchema
 
 from issuer.accounts.cli import register_cli
 from issuer.accounts.emails import AccountEmails
-from issuer.accounts.limits import BudgetRateLimiter, ExpiringRedisStore, ip_key
+from issuer.accounts.limits import (
+    AtomicMemoryStore,
+    BudgetRateLimiter,
+    ExpiringRedisStore,
+    ip_key,
+)
 from issuer.accounts.passwords import Passwords
 from issuer.accounts.principals import CHANNEL as PRINCIPALS_CHANNEL
 from issuer.accounts.principals import PrincipalCache
@@ -108,7 +112,7 @@ def create_app(
         security_schemes=SECURITY_SCHEMES,
     )
     LazyQuartAuth(app)
-    store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    store = ExpiringRedisStore(settings.redis_url) if settings.redis_url else AtomicMemoryStore()
     BudgetRateLimiter(app, store=store, key_function=ip_key)
 
     services = build_services(settings, agent=agent, clock=clock or SystemClock())

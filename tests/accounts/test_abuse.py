@@ -264,3 +264,36 @@ async def test_login_limits_are_shared_through_redis(
         await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+async def guesses_at_once(apps: list[Quart], address: str, attempts: int = 24) -> list[int]:
+    """The statuses of ``attempts`` logins sent at once from ``address``, spread over
+    ``apps`` (workers), sorted."""
+    clients = [app.test_client() for app in apps]
+    answers = await asyncio.gather(
+        *(login(clients[i % len(apps)], f"guess{i}", **from_ip(address)) for i in range(attempts))
+    )
+    return sorted(answer.status_code for answer in answers)
+
+
+async def test_concurrent_logins_get_no_more_than_the_limit(overrides: dict[str, Any]) -> None:
+    """A guesser sending its attempts all at once gets the limit and no more (ASVS 2.2.1):
+    the check and the count of one attempt are one step, not a read and a later write that
+    concurrent attempts all pass between (with the library's stores, 24 of 24 got through)."""
+    async with running(overrides, login_limit_per_ip=3, login_limit_per_account=100) as app:
+        statuses = await guesses_at_once([app], "192.0.2.77")
+    assert statuses == [401] * 3 + [429] * 21, statuses.count(401)
+
+
+async def test_concurrent_logins_through_redis_get_no_more_than_the_limit(
+    overrides: dict[str, Any], redis_url: str
+) -> None:
+    """The same with two workers sharing Redis: one Lua script checks and counts."""
+    address = f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(256)}"
+    shared = {"redis_url": redis_url, "login_limit_per_ip": 3, "login_limit_per_account": 100}
+    async with (
+        running(overrides, clean=False, **shared) as first,
+        running(overrides, **shared) as second,
+    ):
+        statuses = await guesses_at_once([first, second], address)
+    assert statuses == [401] * 3 + [429] * 21, statuses.count(401)

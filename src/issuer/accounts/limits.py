@@ -1,19 +1,34 @@
-"""Rate-limit keys (quart-rate-limiter): per client IP, per account and IP, per user.
+"""Rate limits (quart-rate-limiter): their keys (per client IP, per account and IP, per user)
+and stores that check and count a request in one step.
 
 The per-account limit is keyed by account *and* client address, so an attacker elsewhere
 cannot lock the victim out of their own account (ASVS 6.3.1); the per-IP limit caps one
 source across all accounts.
+
+The library checks every limit of a request (reading each key) and then counts it (reading
+and writing each key again), awaiting between: attempts sent at once all passed the check
+before any was counted, so a guesser with 24 parallel requests got 24 tries against a limit
+of 3 (ASVS 2.2.1). Here both stores check and count all of a request's limits in one step:
+the memory store with no ``await`` inside (atomic on the event loop), Redis in one Lua
+script. The algorithm is the library's, GCRA (the generic cell rate algorithm: a key holds
+its theoretical arrival time, TAT; a request is refused while the TAT is more than
+``period - period / count`` ahead of now, and each admitted one moves it ``period / count``
+on).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from math import ceil
+from typing import Any, Protocol
 
 from quart import Response, current_app, request
 from quart_rate_limiter import KeyCallable, RateLimit, RateLimiter, RateLimitExceeded
 from quart_rate_limiter.redis_store import RedisStore
+from quart_rate_limiter.store import MemoryStore
+from redis.commands.core import AsyncScript
 
 from issuer.accounts.identifiers import email_key
 from issuer.lib.tokens import Purpose, TokenExpired, TokenInvalid
@@ -106,12 +121,32 @@ class ConfiguredLimit(RateLimit):
         return None
 
 
+@dataclass(frozen=True)
+class Count:
+    """One limit of one request: its key in the store, its period and its emission interval
+    (``period / count``), in seconds."""
+
+    key: str
+    period: float
+    inverse: float
+
+
+class AtomicStore(Protocol):
+    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
+        """Admit and count the request if no limit refuses it (``None``); else the seconds
+        until the first refusing limit admits again, counting nothing."""
+        ...
+
+
 class BudgetRateLimiter(RateLimiter):
     """quart-rate-limiter, with the counts of a :class:`ConfiguredLimit`'s ``budget`` shared
-    across its routes (the library keys every count by its route)."""
+    across its routes (the library keys every count by its route), and each request checked
+    and counted in one step of its store (:class:`AtomicStore`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        assert isinstance(self.store, AtomicMemoryStore | ExpiringRedisStore), self.store
+        self.atomic: AtomicStore = self.store
         # Endpoint → whether it has any limit; most have none, and the library otherwise
         # gathers their (empty) limits twice per request.
         self._limited: dict[str | None, bool] = {}
@@ -140,25 +175,92 @@ class BudgetRateLimiter(RateLimiter):
         return await super()._create_key(budget or endpoint, rate_limit)
 
     async def _raise_on_rejection(self, endpoint: str, rate_limits: list[RateLimit]) -> None:
-        try:
-            await super()._raise_on_rejection(endpoint, rate_limits)
-        except RateLimitExceeded:
+        """Check and count the request (the library only checks here, and counts later)."""
+        counts = [
+            Count(await self._create_key(endpoint, limit), limit.period.total_seconds(),
+                  limit.inverse)
+            for limit in rate_limits
+        ]  # fmt: skip
+        if not counts:
+            return
+        retry_after = await self.atomic.acquire(counts, datetime.now(UTC))
+        if retry_after is not None:
             # A refused login never reaches the sign-in service, which counts the others.
             if any(getattr(limit, "sign_in", False) for limit in rate_limits):
                 LOGINS.labels("rate_limited").inc()
-            raise
+            raise RateLimitExceeded(max(1, ceil(retry_after)))
+
+    async def _update_limits(self, endpoint: str, rate_limits: list[RateLimit]) -> None:
+        """Nothing: :meth:`_raise_on_rejection` counted the request in the step that checked
+        it."""
+        return None
+
+
+class AtomicMemoryStore(MemoryStore):
+    """quart-rate-limiter's memory store (one worker), checking and counting a request in one
+    step, and forgetting keys whose limit has fully recovered once there are many."""
+
+    PRUNE_ABOVE = 10_000
+
+    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
+        # No await in here: nothing else runs on the event loop between check and count.
+        tats = []
+        for count in counts:
+            tat = max(self._tats.get(count.key, now), now)
+            ahead = (tat - now).total_seconds() - (count.period - count.inverse)
+            if ahead > 0:
+                return ahead
+            tats.append(tat + timedelta(seconds=count.inverse))
+        for count, tat in zip(counts, tats, strict=True):
+            self._tats[count.key] = tat
+        if len(self._tats) > self.PRUNE_ABOVE:
+            self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        return None
+
+
+# KEYS: the limits' keys; ARGV: now (seconds since the epoch), then each key's period and
+# emission interval (seconds). Returns nil when admitted (and counted), else the seconds until
+# the first refusing key admits again, as a string (Redis truncates Lua numbers to integers).
+# A TAT is stored as seconds since the epoch (the library's format) and expires once its
+# limit has recovered.
+GCRA_SCRIPT = """
+local now = tonumber(ARGV[1])
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local period = tonumber(ARGV[2 * i])
+  local inverse = tonumber(ARGV[2 * i + 1])
+  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  local ahead = tat - now - (period - inverse)
+  if ahead > 0 then
+    return tostring(ahead)
+  end
+  tats[i] = tat + inverse
+end
+for i, key in ipairs(KEYS) do
+  local ttl = math.max(math.ceil((tats[i] - now) * 1000) + 1000, 1000)
+  redis.call('SET', key, string.format('%.6f', tats[i]), 'PX', ttl)
+end
+return nil
+"""
 
 
 class ExpiringRedisStore(RedisStore):
-    """quart-rate-limiter's Redis store with two fixes: a key expires once its limit has fully
-    recovered (the library keeps every client's key forever: unbounded growth under a spray of
-    addresses or names), and shutting down uses ``aclose()`` (``close()`` is deprecated)."""
+    """quart-rate-limiter's Redis store (every worker and host shares it), checking and
+    counting a request in one Lua script (:data:`GCRA_SCRIPT`); a key expires once its limit
+    has fully recovered (the library keeps every client's key forever: unbounded growth under a
+    spray of addresses or names), and shutting down uses ``aclose()`` (``close()`` is
+    deprecated)."""
 
-    async def set(self, key: str, tat: datetime) -> None:
-        # Past its theoretical arrival time a key says nothing a missing key would not.
+    _script: AsyncScript | None = None
+
+    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
         assert self._redis is not None, "used before serving"
-        ttl_ms = int((tat - datetime.now(UTC)).total_seconds() * 1000) + 1000
-        await self._redis.set(key, tat.timestamp(), px=max(ttl_ms, 1000))
+        if self._script is None:
+            self._script = self._redis.register_script(GCRA_SCRIPT)  # EVALSHA, loaded once
+        limits = [value for count in counts for value in (count.period, count.inverse)]
+        keys = [count.key for count in counts]
+        answer = await self._script(keys=keys, args=[now.timestamp(), *limits])
+        return None if answer is None else float(answer)
 
     async def after_serving(self) -> None:
         if self._redis is not None:
