@@ -280,7 +280,8 @@ async def test_concurrent_logins_get_no_more_than_the_limit(overrides: dict[str,
     """A guesser sending its attempts all at once gets the limit and no more (ASVS 2.2.1):
     the check and the count of one attempt are one step, not a read and a later write that
     concurrent attempts all pass between (with the library's stores, 24 of 24 got through)."""
-    async with running(overrides, login_limit_per_ip=3, login_limit_per_account=100) as app:
+    limits = {"login_limit_per_ip": 3, "login_limit_per_account": 100, "login_limit_period": 3600}
+    async with running(overrides, **limits) as app:
         statuses = await guesses_at_once([app], "192.0.2.77")
     assert statuses == [401] * 3 + [429] * 21, statuses.count(401)
 
@@ -290,10 +291,35 @@ async def test_concurrent_logins_through_redis_get_no_more_than_the_limit(
 ) -> None:
     """The same with two workers sharing Redis: one Lua script checks and counts."""
     address = f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(256)}"
-    shared = {"redis_url": redis_url, "login_limit_per_ip": 3, "login_limit_per_account": 100}
-    async with (
-        running(overrides, clean=False, **shared) as first,
-        running(overrides, **shared) as second,
-    ):
-        statuses = await guesses_at_once([first, second], address)
+    shared = {
+        "redis_url": redis_url, "login_limit_per_ip": 3, "login_limit_per_account": 100,
+        "login_limit_period": 3600,
+    }  # fmt: skip
+    try:
+        async with (
+            running(overrides, clean=False, **shared) as first,
+            running(overrides, **shared) as second,
+        ):
+            statuses = await guesses_at_once([first, second], address)
+    finally:
+        client = redis.from_url(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"*{address}*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
     assert statuses == [401] * 3 + [429] * 21, statuses.count(401)
+
+
+async def test_with_redis_out_of_reach_a_limited_route_answers_503_and_others_work(
+    overrides: dict[str, Any],
+) -> None:
+    """The shared counts cannot be read: a limited request is refused as unavailable (not a
+    500, not admitted uncounted); a route without limits is not affected."""
+    async with running(overrides, redis_url="redis://127.0.0.1:9/0") as app:
+        client = app.test_client()
+        response = await login(client, "someone", **from_ip("192.0.2.90"))
+        body = await assert_error(response, 503)
+        assert body["error"] == "limits_unavailable" and response.headers["Retry-After"]
+        assert (await client.get("/health")).status_code == 200

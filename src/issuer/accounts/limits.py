@@ -19,6 +19,7 @@ on).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import ceil
@@ -29,13 +30,17 @@ from quart_rate_limiter import KeyCallable, RateLimit, RateLimiter, RateLimitExc
 from quart_rate_limiter.redis_store import RedisStore
 from quart_rate_limiter.store import MemoryStore
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from issuer.accounts.identifiers import email_key
+from issuer.errors import Unavailable
 from issuer.lib.tokens import Purpose, TokenExpired, TokenInvalid
 from issuer.ops.metrics import LOGINS
 from issuer.web.bodies import FORM_TYPES
 from issuer.web.client import remote_ip
 from issuer.web.context import services, settings
+
+log = logging.getLogger(__name__)
 
 
 async def ip_key() -> str:
@@ -132,9 +137,11 @@ class Count:
 
 
 class AtomicStore(Protocol):
-    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
+    async def acquire(self, counts: list[Count]) -> float | None:
         """Admit and count the request if no limit refuses it (``None``); else the seconds
-        until the first refusing limit admits again, counting nothing."""
+        until the first refusing limit admits again, counting nothing. The time is read in
+        the same step: requests are judged in the order they are counted in, so none is
+        refused for a clock read a moment before another's."""
         ...
 
 
@@ -145,7 +152,8 @@ class BudgetRateLimiter(RateLimiter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.store, AtomicMemoryStore | ExpiringRedisStore), self.store
+        if not isinstance(self.store, AtomicMemoryStore | ExpiringRedisStore):
+            raise TypeError(f"a store that checks and counts in one step, not {self.store!r}")
         self.atomic: AtomicStore = self.store
         # Endpoint → whether it has any limit; most have none, and the library otherwise
         # gathers their (empty) limits twice per request.
@@ -167,7 +175,10 @@ class BudgetRateLimiter(RateLimiter):
 
     async def _after_request(self, response: Response) -> Response:
         if self._has_limits():
-            return await super()._after_request(response)
+            try:
+                return await super()._after_request(response)  # the RateLimit-* headers
+            except RedisError:  # unreachable: the answer goes without them
+                return response
         return response
 
     async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
@@ -183,7 +194,12 @@ class BudgetRateLimiter(RateLimiter):
         ]  # fmt: skip
         if not counts:
             return
-        retry_after = await self.atomic.acquire(counts, datetime.now(UTC))
+        try:
+            retry_after = await self.atomic.acquire(counts)
+        except RedisError as exc:  # the shared counts are out of reach: refuse, don't guess
+            log.warning("rate limit store unavailable: %s", exc)
+            raise Unavailable("Too busy to check the request's limits; please try again.",
+                              code="limits_unavailable") from exc  # fmt: skip
         if retry_after is not None:
             # A refused login never reaches the sign-in service, which counts the others.
             if any(getattr(limit, "sign_in", False) for limit in rate_limits):
@@ -202,8 +218,13 @@ class AtomicMemoryStore(MemoryStore):
 
     PRUNE_ABOVE = 10_000
 
-    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._prune_above = self.PRUNE_ABOVE
+
+    async def acquire(self, counts: list[Count]) -> float | None:
         # No await in here: nothing else runs on the event loop between check and count.
+        now = datetime.now(UTC)
         tats = []
         for count in counts:
             tat = max(self._tats.get(count.key, now), now)
@@ -213,23 +234,28 @@ class AtomicMemoryStore(MemoryStore):
             tats.append(tat + timedelta(seconds=count.inverse))
         for count, tat in zip(counts, tats, strict=True):
             self._tats[count.key] = tat
-        if len(self._tats) > self.PRUNE_ABOVE:
+        if len(self._tats) > self._prune_above:
             self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+            # Keys still live stay: the next pass waits for as many again, so a spray of
+            # addresses costs one pass per as many new keys, not one per request.
+            self._prune_above = max(self.PRUNE_ABOVE, 2 * len(self._tats))
         return None
 
 
-# KEYS: the limits' keys; ARGV: now (seconds since the epoch), then each key's period and
-# emission interval (seconds). Returns nil when admitted (and counted), else the seconds until
-# the first refusing key admits again, as a string (Redis truncates Lua numbers to integers).
-# A TAT is stored as seconds since the epoch (the library's format) and expires once its
-# limit has recovered.
+# KEYS: the limits' keys; ARGV: each key's period and emission interval (seconds). Now is
+# Redis's clock (one clock for every worker and host). Returns nil when admitted (and counted),
+# else the seconds until the first refusing key admits again, as a string (Redis truncates Lua
+# numbers to integers).
+# A TAT is stored as seconds since the epoch (the library's format; a value that is not a
+# number counts as none) and expires once its limit has recovered.
 GCRA_SCRIPT = """
-local now = tonumber(ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
 local tats = {}
 for i, key in ipairs(KEYS) do
-  local period = tonumber(ARGV[2 * i])
-  local inverse = tonumber(ARGV[2 * i + 1])
-  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  local period = tonumber(ARGV[2 * i - 1])
+  local inverse = tonumber(ARGV[2 * i])
+  local tat = math.max(tonumber(redis.call('GET', key)) or now, now)
   local ahead = tat - now - (period - inverse)
   if ahead > 0 then
     return tostring(ahead)
@@ -253,16 +279,25 @@ class ExpiringRedisStore(RedisStore):
 
     _script: AsyncScript | None = None
 
-    async def acquire(self, counts: list[Count], now: datetime) -> float | None:
-        assert self._redis is not None, "used before serving"
-        if self._script is None:
-            self._script = self._redis.register_script(GCRA_SCRIPT)  # EVALSHA, loaded once
+    def __init__(self, address: str, *, timeout: float = 2.0) -> None:
+        """``timeout``: seconds each Redis call may take; past it, or with Redis down, a
+        limited request is refused as unavailable (503), never counted by guesswork."""
+        super().__init__(address, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    async def before_serving(self) -> None:
+        await super().before_serving()
+        assert self._redis is not None
+        self._script = self._redis.register_script(GCRA_SCRIPT)  # EVALSHA, loaded on first use
+
+    async def acquire(self, counts: list[Count]) -> float | None:
+        assert self._script is not None, "used before serving"
         limits = [value for count in counts for value in (count.period, count.inverse)]
         keys = [count.key for count in counts]
-        answer = await self._script(keys=keys, args=[now.timestamp(), *limits])
+        answer = await self._script(keys=keys, args=limits)
         return None if answer is None else float(answer)
 
     async def after_serving(self) -> None:
+        self._script = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
