@@ -5,11 +5,13 @@ cloned authenticator, someone else's passkey)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart import Quart
 
 from issuer.services import services_of
+from issuer.social.service import signup_method_id
 from tests.accounts.conftest import BrowserClient, assert_error, bearer, sql
 from tests.mfa.conftest import EMAIL, account, challenge, enrol, first_step
 from tests.support.authenticator import SoftAuthenticator, b64url
@@ -198,3 +200,43 @@ async def test_removing_a_passkey(app: Quart, client: Any) -> None:
         for r in await sql(app, "SELECT topic FROM outbox WHERE topic LIKE 'passkey.%' ORDER BY id")
     ]
     assert topics == ["passkey.created", "passkey.deleted"]
+
+
+async def login_methods(app: Quart) -> tuple[bool, int, int]:
+    """The one account's ways to log in: (a password?, passkeys, identity providers)."""
+    ((password,),) = await sql(app, "SELECT password_hash IS NOT NULL FROM users")
+    ((passkeys,),) = await sql(app, "SELECT count(*) FROM passkeys")
+    ((identities,),) = await sql(app, "SELECT count(*) FROM identities")
+    return bool(password), passkeys, identities
+
+
+async def password_and_passkey(app: Quart, client: Any) -> tuple[dict[str, str], str, str]:
+    """An account with a password and one passkey: its auth header, the password method's id
+    and the passkey's id."""
+    login = await account(client)
+    created = await register_passkey(client, login["token"], authenticator(app))
+    user = (await services_of(app).sessions.resolve_token(login["token"])).user
+    return bearer(login["token"]), signup_method_id(user).hex, created["id"]
+
+
+async def test_the_last_passkey_cannot_be_deleted_when_it_is_the_only_way_in(
+    app: Quart, client: Any
+) -> None:
+    auth, password, passkey = await password_and_passkey(app, client)
+    assert (await client.delete(f"/social/{password}", headers=auth)).status_code == 200
+    response = await client.delete(f"/passkeys/{passkey}", headers=auth)
+    await assert_error(response, 400, code="last_login_method")
+    assert await login_methods(app) == (False, 1, 0)
+
+
+async def test_removing_the_password_and_the_passkey_at_once_keeps_one(
+    app: Quart, client: Any
+) -> None:
+    auth, password, passkey = await password_and_passkey(app, client)
+    answers = await asyncio.gather(
+        client.delete(f"/social/{password}", headers=auth),
+        client.delete(f"/passkeys/{passkey}", headers=auth),
+    )
+    assert sorted(a.status_code for a in answers) == [200, 400]
+    has_password, passkeys, identities = await login_methods(app)
+    assert has_password or passkeys or identities

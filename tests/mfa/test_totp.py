@@ -268,3 +268,20 @@ async def test_a_password_reset_or_email_link_does_not_bypass_mfa(app: Quart, cl
     answer = await verified.get_json()
     assert verified.status_code == 200 and answer["user"]["access_token"] is None
     assert answer["user"]["verified"] is True and answer["mfa_token"]
+
+
+async def test_regenerating_recovery_codes_at_once_leaves_one_set(app: Quart, client: Any) -> None:
+    """Four regenerations at once (double clicks, two tabs): one set of five codes stays
+    valid, the last one shown (on PostgreSQL each DELETE missed the others' new rows: 15–20
+    valid codes)."""
+    login = await account(client)
+    await enrol(client, login["token"])
+    auth = bearer(login["token"])
+    answers = await asyncio.gather(
+        *(client.post("/recovery_codes", headers=auth) for _ in range(4))
+    )
+    assert [a.status_code for a in answers] == [200] * 4
+    shown = [set((await a.get_json())["data"]) for a in answers]
+    listed = await (await client.get("/recovery_codes", headers=auth)).get_json()
+    assert listed["remaining"] == 5, listed["remaining"]
+    assert set(listed["data"]) in shown

@@ -29,6 +29,7 @@ from webauthn.helpers.structs import (
 )
 
 from issuer.accounts.events import user_event
+from issuer.accounts.methods import last_login_method, login_ways
 from issuer.accounts.models import User
 from issuer.accounts.sessions import Principal
 from issuer.clock import Clock
@@ -37,6 +38,7 @@ from issuer.errors import NotFound, Refused, Unauthenticated
 from issuer.mfa import queries
 from issuer.mfa.models import Passkey, WebAuthnChallenge
 from issuer.outbox.service import Outbox
+from issuer.social.queries import lock_user
 
 log = logging.getLogger("issuer.audit")
 CEREMONY_TTL = timedelta(minutes=5)
@@ -223,9 +225,18 @@ class Passkeys:
             return await queries.passkeys_of(session, principal.user.id)
 
     async def delete(self, principal: Principal, entity_id: uuid.UUID) -> None:
+        """Remove one of the user's passkeys; ``NotFound`` for another's or an unknown one,
+        ``Refused`` (``last_login_method``) when it is the last way left to log in."""
         async with self.db.transaction() as session:
-            if not await queries.delete_own_passkey(session, principal.user.id, entity_id):
+            # The user's lock first: a password or provider removed at the same moment waits,
+            # and then counts without this passkey (or this waits, and counts without it).
+            user = await lock_user(session, principal.user.id)
+            if user is None:
+                raise Unauthenticated()
+            if not await queries.delete_own_passkey(session, user.id, entity_id):
                 raise NotFound("No such passkey.")
+            if await login_ways(session, user) == 0:
+                raise last_login_method()  # the deletion rolls back
             await self.outbox.event(
                 session, "passkey.deleted", user_event(principal.user),
                 user_id=principal.user.id,

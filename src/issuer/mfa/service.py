@@ -25,6 +25,7 @@ from issuer.errors import Conflict, InvalidInput, Refused
 from issuer.lib import totp
 from issuer.lib.secretbox import SecretBox
 from issuer.mfa import queries
+from issuer.outbox.queries import lock_user_events
 from issuer.outbox.service import Outbox
 
 log = logging.getLogger("issuer.audit")
@@ -161,6 +162,9 @@ class Totp:
     async def _new_recovery_codes(self, session: AsyncSession, user: User) -> list[str]:
         codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
         sealed = [(self.codes_box.fingerprint(c), self.codes_box.seal(c)) for c in codes]
+        # The user's lock first: two replacements run one after the other, so the second's
+        # DELETE sees the first's codes (on PostgreSQL, without it, both sets stayed valid).
+        await lock_user_events(session, user.id)
         await queries.replace_recovery_codes(session, user.id, sealed, self.clock.now())
         await self.outbox.event(
             session, "recovery_code.regenerated", user_event(user), user_id=user.id

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.accounts.models import User
-from issuer.mfa.models import Passkey
 from issuer.social.models import Identity
 
 
@@ -41,13 +40,6 @@ async def lock_user(session: AsyncSession, user_id: int) -> User | None:
     PostgreSQL and the write lock on SQLite)."""
     await session.execute(update(User).where(User.id == user_id).values(id=User.id))
     return await session.get(User, user_id, populate_existing=True)
-
-
-async def count_passkeys(session: AsyncSession, user_id: int) -> int:
-    found = await session.scalar(
-        select(func.count()).select_from(Passkey).where(Passkey.user_id == user_id)
-    )
-    return int(found or 0)
 
 
 async def delete_own_identity(session: AsyncSession, user_id: int, entity_id: uuid.UUID) -> bool:

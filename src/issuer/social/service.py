@@ -31,6 +31,7 @@ from issuer.accounts import queries as accounts
 from issuer.accounts.emails import AccountEmails
 from issuer.accounts.events import user_event
 from issuer.accounts.identifiers import email_key, username_key
+from issuer.accounts.methods import last_login_method, login_ways
 from issuer.accounts.models import User
 from issuer.accounts.sessions import Principal
 from issuer.accounts.signin import AUTHENTICATION_FAILED, Outcome, SignIn
@@ -419,8 +420,7 @@ class SocialLogin:
             if user is None:
                 raise Unauthenticated()
             identities = await queries.identities_of(session, user.id)
-            ways = len(identities) + (user.password_hash is not None)
-            ways += await queries.count_passkeys(session, user.id)
+            ways = await login_ways(session, user)
             target = next((r for r in identities if r.entity_id == method_id), None)
             is_password = user.password_hash is not None and method_id == signup_method_id(user)
             if target is None and not is_password:
@@ -428,11 +428,7 @@ class SocialLogin:
                     f"This user doesn't have login method {method_id.hex}", code="unknown_method"
                 )
             if ways <= 1:
-                raise Refused(
-                    "This is your only way to log in: add a password or another login method "
-                    "before removing it.",
-                    code="last_login_method",
-                )
+                raise last_login_method()
             if target is not None:
                 await queries.delete_own_identity(session, user.id, method_id)
                 provider = target.provider
