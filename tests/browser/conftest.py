@@ -14,6 +14,7 @@ from playwright.async_api import (
     Frame,
     Page,
     async_playwright,
+    expect,
 )
 
 from issuer.issuance.agents.local import free_port
@@ -32,6 +33,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
+# Assertions wait as long as actions (Playwright's own default is 5 s): a real agent's connection
+# on a loaded 2-core machine can take longer. A passing assertion returns as soon as it holds.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
